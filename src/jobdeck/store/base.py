@@ -1,0 +1,284 @@
+"""The storage port: the domain operations the core needs, and the in-process change hub.
+
+This interface is internal and free to change; both adapters (SQLite, PostgreSQL) implement
+all of it and pass one conformance suite (``tests/store``). Every state change is a guarded
+compare-and-set on the job's current status and owner, so a late actor changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from jobdeck.model import Job, JobSpec, Outcome, Status
+
+# --- values the port speaks -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """One job of an enqueue call: the stored job and whether this call created it."""
+
+    job: Job
+    created: bool
+
+
+class CancelEffect(StrEnum):
+    """What a cancel request did."""
+
+    CANCELLED = "cancelled"  # the job was queued and is now cancelled
+    REQUESTED = "requested"  # the job is running; its worker was asked to stop
+    UNCHANGED = "unchanged"  # the job was already terminal (or cancel was already asked)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing shows. Empty tuples mean "any"."""
+
+    statuses: tuple[Status, ...] = ()
+    kinds: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, newest first."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a task logged."""
+
+    seq: int
+    at: int
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    items: list[LogLine]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogLine:
+    """A line the worker has buffered for a job, before the store numbers it."""
+
+    job_id: str
+    at: int
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """The latest progress of a running job, coalesced by the worker."""
+
+    job_id: str
+    current: float
+    total: float | None
+    message: str | None
+
+
+@dataclass(slots=True)
+class WorkerBatch:
+    """What a worker writes in one transaction: progress, log lines and finished runs."""
+
+    worker: str
+    progress: list[ProgressUpdate] = field(default_factory=list)
+    logs: list[NewLogLine] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.progress or self.logs or self.outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The answer to a heartbeat: which leases were renewed, which jobs were asked to stop."""
+
+    renewed: frozenset[str]
+    cancel_requested: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counts per queue and status, live workers, jobs finished in the last minute."""
+
+    queues: dict[str, dict[str, int]]
+    workers: int
+    finished_last_minute: int
+
+
+# --- the port ---------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """All persistence and all cross-process signalling of jobdeck."""
+
+    hub: ChangeHub
+
+    async def open(self) -> None:
+        """Connect, apply pending migrations, start background listeners."""
+
+    async def close(self) -> None:
+        """Stop listeners and close connections."""
+
+    async def migrate(self) -> int:
+        """Apply pending migrations under a lock; return the schema version."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+
+    # clients
+
+    async def enqueue(
+        self, specs: Sequence[JobSpec], *, replace_terminal: bool = False
+    ) -> list[Enqueued]:
+        """Insert jobs, all or none.
+
+        An id already used by a job with the same spec yields that job (``created=False``);
+        with another spec it raises :class:`JobIdTaken` naming the entry's index. With
+        ``replace_terminal`` a terminal job of that id is replaced by the new one and an
+        active one raises :class:`JobActive`.
+        """
+
+    async def get(self, job_id: str) -> Job | None:
+        """One job, or None."""
+
+    async def versions(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """The current version of each existing job among ``job_ids``."""
+
+    async def list(self, flt: JobFilter, limit: int, cursor: str | None) -> Page:
+        """Jobs matching ``flt``, newest first, ``limit`` per page."""
+
+    async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
+        """Cancel a queued job at once, ask a running one to stop; raise JobNotFound."""
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job to run now; raise JobNotFound / JobConflict."""
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a terminal job and its logs; raise JobNotFound / JobActive."""
+
+    async def logs(self, job_id: str, cursor: str | None, limit: int) -> LogPage:
+        """A job's log lines, oldest first."""
+
+    async def stats(self) -> Stats:
+        """Exact, current counts."""
+
+    # workers
+
+    async def claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        kinds: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Job]:
+        """Take up to ``limit`` runnable jobs (priority, then run_at) and lease them."""
+
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> Heartbeat:
+        """Renew the leases ``worker`` holds and record the worker as alive."""
+
+    async def cancel_requests(self, worker: str, job_ids: Sequence[str]) -> frozenset[str]:
+        """Which of ``worker``'s running jobs have been asked to stop (a cheap read)."""
+
+    async def record(self, batch: WorkerBatch, max_log_lines: int) -> None:
+        """Write progress, log lines and outcomes of one worker in one transaction."""
+
+    async def rescue_expired(self) -> list[Job]:
+        """Jobs whose lease expired: back to the queue, cancelled, or failed (WorkerLost)."""
+
+    async def purge(self, finished_before: int, batch_size: int) -> int:
+        """Delete up to ``batch_size`` terminal jobs finished before the given time."""
+
+    async def unregister_worker(self, worker: str) -> None:
+        """Forget a worker that shut down."""
+
+
+# --- in-process change hub ---------------------------------------------------------------
+
+
+class Subscription:
+    """A waiter on one job's changes. Set when the job changes; cleared by the reader."""
+
+    __slots__ = ("_event", "job_id")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until notified or ``timeout`` seconds pass; True when notified. Clears."""
+        if not self._event.is_set():
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                return False
+        self._event.clear()
+        return True
+
+
+class ChangeHub:
+    """Wakes waiters in this process when jobs change.
+
+    The store publishes every change it makes itself, and every change it learns of from
+    other processes (SQLite: a poll of ``PRAGMA data_version``; PostgreSQL: LISTEN). Waiters
+    always re-read the store after waking: the hub carries hints, never state.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self.work_available = asyncio.Event()
+        self.cancel_requested = asyncio.Event()
+
+    def watched_ids(self) -> list[str]:
+        """Ids of the jobs somebody in this process waits on."""
+        return list(self._subscribers)
+
+    @contextmanager
+    def subscribe(self, job_id: str) -> Iterator[Subscription]:
+        """Register a waiter on ``job_id`` for the duration of the block."""
+        subscription = Subscription(job_id)
+        self._subscribers.setdefault(job_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            waiters = self._subscribers.get(job_id)
+            if waiters is not None:
+                waiters.discard(subscription)
+                if not waiters:
+                    del self._subscribers[job_id]
+
+    def job_changed(self, job_id: str) -> None:
+        """Wake every waiter on ``job_id``."""
+        for subscription in self._subscribers.get(job_id, ()):
+            subscription.notify()
+
+    def jobs_changed(self, job_ids: Any) -> None:
+        for job_id in job_ids:
+            self.job_changed(job_id)
+
+    def work_added(self) -> None:
+        """Wake idle workers: a job may have become runnable."""
+        self.work_available.set()
+
+    def cancel_added(self) -> None:
+        """Wake workers: a running job may have been asked to stop."""
+        self.cancel_requested.set()
