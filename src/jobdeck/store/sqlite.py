@@ -1,0 +1,833 @@
+"""The SQLite adapter: one file, WAL mode, ``synchronous=FULL`` by default.
+
+Writes run on one thread with one connection and always open with ``BEGIN IMMEDIATE``, so a
+transaction never has to upgrade a read lock (which is what makes SQLite answer "database is
+locked" at once). Lock waits beyond the busy timeout are retried here, never passed on.
+Reads run on a small pool of their own connections; WAL lets them proceed during writes.
+
+Other processes' changes are seen by polling ``PRAGMA data_version`` (one cheap query per
+process every ``JOBDECK_POLL_SECONDS``), which then wakes this process's waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any, TypeVar
+
+from jobdeck.errors import (
+    JobActive,
+    JobConflict,
+    JobIdTaken,
+    JobNotFound,
+    SchemaTooNew,
+    StoreUnavailable,
+)
+from jobdeck.model import MICROS, Job, JobSpec, OutcomeKind, Status, now_us
+from jobdeck.settings import Settings
+from jobdeck.store.base import (
+    CancelEffect,
+    ChangeHub,
+    Enqueued,
+    Heartbeat,
+    JobFilter,
+    LogLine,
+    LogPage,
+    Page,
+    Stats,
+    WorkerBatch,
+)
+from jobdeck.store.rows import (
+    JOB_COLUMNS,
+    TERMINAL_SQL,
+    decode_cursor,
+    decode_seq_cursor,
+    dropped_lines_message,
+    dumps,
+    encode_cursor,
+    job_from_row,
+    spec_values,
+)
+
+log = logging.getLogger("jobdeck.store")
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+LOCK_RETRY_SECONDS = 60.0
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+
+INSERT_JOB = f"""
+INSERT INTO jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
+                  created_at, updated_at, labels)
+VALUES (:id, :kind, :params, :queue, :priority, 'queued', :max_attempts, :timeout, :run_at,
+        :created_at, :updated_at, :labels)
+ON CONFLICT (id) DO NOTHING
+RETURNING {JOB_COLUMNS}
+"""
+
+# Claim: one UPDATE over the best runnable ids, inside the write transaction.
+CLAIM = """
+UPDATE jobs
+SET status = 'running', worker = :worker, attempt = attempt + 1, started_at = :now,
+    finished_at = NULL, lease_expires_at = :lease, updated_at = :now, version = version + 1,
+    progress_current = 0, progress_total = NULL, progress_message = NULL
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND queue IN ({named_queues}) AND kind IN ({named_kinds})
+          AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit
+)
+RETURNING {columns}
+"""
+
+ANY_RUNNABLE = """
+SELECT 1 FROM jobs
+WHERE status = 'queued' AND queue IN ({queues}) AND kind IN ({kinds}) AND run_at <= ?
+LIMIT 1
+"""
+
+RENEW_LEASES = """
+UPDATE jobs SET lease_expires_at = ?
+WHERE id IN ({ids}) AND worker = ? AND status = 'running'
+RETURNING id, cancel_requested
+"""
+
+SEEN_WORKER = """
+INSERT INTO workers (id, started_at, last_seen) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
+"""
+
+SAVE_PROGRESS = """
+UPDATE jobs
+SET progress_current = ?, progress_total = ?, progress_message = ?, updated_at = ?,
+    version = version + 1
+WHERE id = ? AND worker = ? AND status = 'running'
+"""
+
+# A finished run. Cancel requested beats every other ending; a failure is retried while
+# attempts remain and the worker gave a retry time.
+FINISH = """
+UPDATE jobs
+SET status = CASE
+        WHEN cancel_requested THEN 'cancelled'
+        WHEN :kind = 'succeeded' THEN 'succeeded'
+        WHEN :kind = 'cancelled' THEN 'cancelled'
+        WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts THEN 'queued'
+        ELSE 'failed' END,
+    result = CASE WHEN :kind = 'succeeded' AND NOT cancel_requested THEN :result END,
+    error = CASE WHEN :kind = 'failed' THEN :error ELSE error END,
+    attempt_errors = CASE WHEN :kind = 'failed'
+        THEN json_insert(attempt_errors, '$[#]', json_object(
+            'attempt', attempt, 'type', :error_type, 'message', :error_message, 'at', :now))
+        ELSE attempt_errors END,
+    run_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
+                  AND NOT cancel_requested THEN :retry_at ELSE run_at END,
+    finished_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
+                       AND NOT cancel_requested THEN NULL ELSE :finished_at END,
+    lease_expires_at = NULL, updated_at = :now,
+    version = version + 1
+WHERE id = :id AND worker = :worker AND status = 'running'
+RETURNING id, status
+"""
+
+HAND_BACK = """
+UPDATE jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
+    finished_at = CASE WHEN cancel_requested THEN :now END,
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE :now END,
+    lease_expires_at = NULL, updated_at = :now, version = version + 1
+WHERE id = :id AND worker = :worker AND status = 'running'
+RETURNING id, status
+"""
+
+RESCUE_EXPIRED = f"""
+UPDATE jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled'
+                  WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+    error = CASE WHEN cancel_requested OR attempt < max_attempts THEN error
+                 ELSE json_object('type', 'WorkerLost',
+                                  'message', 'worker ' || worker || ' stopped renewing its lease',
+                                  'traceback', NULL) END,
+    attempt_errors = CASE WHEN cancel_requested THEN attempt_errors
+        ELSE json_insert(attempt_errors, '$[#]', json_object(
+            'attempt', attempt, 'type', 'WorkerLost',
+            'message', 'worker ' || worker || ' stopped renewing its lease', 'at', :now)) END,
+    run_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN :now ELSE run_at END,
+    finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN :now END,
+    lease_expires_at = NULL, updated_at = :now, version = version + 1
+WHERE status = 'running' AND lease_expires_at < :now
+RETURNING {JOB_COLUMNS}
+"""
+
+CANCEL_QUEUED = f"""
+UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = :now,
+    updated_at = :now, version = version + 1
+WHERE id = :id AND status = 'queued'
+RETURNING {JOB_COLUMNS}
+"""
+
+CANCEL_RUNNING = f"""
+UPDATE jobs SET cancel_requested = 1, updated_at = :now, version = version + 1
+WHERE id = :id AND status = 'running' AND NOT cancel_requested
+RETURNING {JOB_COLUMNS}
+"""
+
+RETRY = f"""
+UPDATE jobs
+SET status = 'queued', run_at = :now, cancel_requested = 0, finished_at = NULL, result = NULL,
+    lease_expires_at = NULL, max_attempts = max(max_attempts, attempt + 1),
+    updated_at = :now, version = version + 1
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING {JOB_COLUMNS}
+"""
+
+PURGE = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE finished_at < ? AND status IN {TERMINAL_SQL}
+    ORDER BY finished_at
+    LIMIT ?
+)
+"""
+
+
+class SQLiteStore:
+    """The :class:`~jobdeck.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: str, settings: Settings | None = None) -> None:
+        self.path = path
+        self.settings = settings if settings is not None else Settings()
+        self.hub = ChangeHub()
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._read_conns_lock = threading.Lock()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_conn: sqlite3.Connection | None = None
+        self._known_versions: dict[str, int] = {}
+
+    # --- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous.upper()}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = 1")
+            self._local.conn = conn
+            with self._read_conns_lock:
+                self._read_conns.append(conn)
+        return conn
+
+    async def _on(self, executor: ThreadPoolExecutor | None, fn: Callable[[], T]) -> T:
+        if executor is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return await loop.run_in_executor(executor, fn)
+            except sqlite3.OperationalError as exc:
+                message = str(exc).lower()
+                if "locked" not in message and "busy" not in message:
+                    raise StoreUnavailable(f"sqlite: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"sqlite stayed locked: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the write connection."""
+
+        def transaction() -> T:
+            conn = self._write_conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._on(self._writer, transaction)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on(self._readers, lambda: fn(self._reader()))
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="jobdeck-sqlite-write")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="jobdeck-sqlite-read")
+        loop = asyncio.get_running_loop()
+        self._write_conn = await loop.run_in_executor(self._writer, self._open_writer)
+        await self.migrate()
+        self._watch_task = asyncio.create_task(self._watch(), name="jobdeck-sqlite-watch")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            log.warning("sqlite journal mode is %s, not wal", mode)
+        return conn
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            try:
+                await self._watch_task
+            except asyncio.CancelledError:
+                pass
+            self._watch_task = None
+        writer, readers = self._writer, self._readers
+        self._writer = self._readers = None
+        if writer is not None:
+            writer.submit(self._close_conn, self._write_conn).result()
+            writer.shutdown()
+        if readers is not None:
+            readers.shutdown()
+        for conn in [*self._read_conns, self._watch_conn]:
+            if conn is not None:
+                conn.close()
+        self._read_conns.clear()
+        self._watch_conn = None
+        self._write_conn = None
+
+    @staticmethod
+    def _close_conn(conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            conn.close()
+
+    async def migrate(self) -> int:
+        migrations = _migrations()
+
+        def apply(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+            )
+            current = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            ).fetchone()[0]
+            newest = max(migrations, default=0)
+            if current > newest:
+                raise SchemaTooNew(
+                    f"database schema version {current} is newer than this jobdeck ({newest})"
+                )
+            for version in sorted(v for v in migrations if v > current):
+                for statement in _statements(migrations[version]):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, now_us()),
+                )
+            return newest
+
+        return await self._write(apply)
+
+    async def ping(self) -> None:
+        try:
+            await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    # --- watching other processes ------------------------------------------------------
+
+    async def _watch(self) -> None:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdeck-sqlite-watch")
+        loop = asyncio.get_running_loop()
+        try:
+            last = await loop.run_in_executor(executor, self._data_version)
+            while True:
+                await asyncio.sleep(self.settings.poll_seconds)
+                try:
+                    current = await loop.run_in_executor(executor, self._data_version)
+                    if current != last:
+                        last = current
+                        self.hub.work_added()
+                        self.hub.cancel_added()
+                    await self._publish_watched(executor)
+                except sqlite3.Error as exc:
+                    log.warning("sqlite watch failed: %s", exc)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _data_version(self) -> int:
+        if self._watch_conn is None:
+            self._watch_conn = self._connect()
+        return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
+
+    async def _publish_watched(self, executor: ThreadPoolExecutor) -> None:
+        """Wake waiters on jobs whose version moved since the last look."""
+        watched = self.hub.watched_ids()
+        known = self._known_versions
+        for stale in set(known) - set(watched):
+            del known[stale]
+        if not watched:
+            return
+        conn_versions = await asyncio.get_running_loop().run_in_executor(
+            executor, self._versions_on_watch_conn, watched
+        )
+        for job_id in watched:
+            version = conn_versions.get(job_id)
+            if job_id in known and known[job_id] != version:
+                self.hub.job_changed(job_id)
+            if version is None:
+                known.pop(job_id, None)
+            else:
+                known[job_id] = version
+
+    def _versions_on_watch_conn(self, job_ids: list[str]) -> dict[str, int]:
+        assert self._watch_conn is not None
+        return _versions(self._watch_conn, job_ids)
+
+    def _changed(self, job_ids: Sequence[str], *, work: bool = False) -> None:
+        self.hub.jobs_changed(job_ids)
+        if work:
+            self.hub.work_added()
+
+    # --- clients -----------------------------------------------------------------------
+
+    async def enqueue(
+        self, specs: Sequence[JobSpec], *, replace_terminal: bool = False
+    ) -> list[Enqueued]:
+        def insert(conn: sqlite3.Connection) -> list[Enqueued]:
+            now = now_us()
+            entries = []
+            for index, spec in enumerate(specs):
+                values = spec_values(spec, now)
+                row = conn.execute(INSERT_JOB, values).fetchone()
+                if row is not None:
+                    entries.append(Enqueued(job_from_row(row), True))
+                    continue
+                existing = job_from_row(conn.execute(SELECT_JOB, (spec.id,)).fetchone())
+                if replace_terminal:
+                    if not existing.is_terminal:
+                        raise JobActive(f"job {spec.id!r} is {existing.status}", spec.id, index)
+                    conn.execute("DELETE FROM jobs WHERE id = ?", (spec.id,))
+                    row = conn.execute(INSERT_JOB, values).fetchone()
+                    entries.append(Enqueued(job_from_row(row), True))
+                elif spec.same_request(existing):
+                    entries.append(Enqueued(existing, False))
+                else:
+                    raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
+            return entries
+
+        entries = await self._write(insert)
+        created = [e.job.id for e in entries if e.created]
+        self._changed(created, work=bool(created))
+        return entries
+
+    async def get(self, job_id: str) -> Job | None:
+        def select(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            return None if row is None else job_from_row(row)
+
+        return await self._read(select)
+
+    async def versions(self, job_ids: Sequence[str]) -> dict[str, int]:
+        return await self._read(lambda conn: _versions(conn, list(job_ids)))
+
+    async def list(self, flt: JobFilter, limit: int, cursor: str | None) -> Page:
+        where, args = _filter_sql(flt)
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [created_at, created_at, job_id]
+        sql = (
+            f"SELECT {JOB_COLUMNS} FROM jobs"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+
+        def select(conn: sqlite3.Connection) -> list[Job]:
+            return [job_from_row(r) for r in conn.execute(sql, [*args, limit + 1])]
+
+        jobs = await self._read(select)
+        next_cursor = None
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
+        return Page(jobs, next_cursor)
+
+    async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
+        def cancel(conn: sqlite3.Connection) -> tuple[Job, CancelEffect]:
+            args = {"id": job_id, "now": now_us()}
+            row = conn.execute(CANCEL_QUEUED, args).fetchone()
+            if row is not None:
+                return job_from_row(row), CancelEffect.CANCELLED
+            row = conn.execute(CANCEL_RUNNING, args).fetchone()
+            if row is not None:
+                return job_from_row(row), CancelEffect.REQUESTED
+            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            job = job_from_row(row)
+            if job.status is Status.RUNNING:
+                return job, CancelEffect.REQUESTED
+            return job, CancelEffect.UNCHANGED
+
+        job, effect = await self._write(cancel)
+        if effect is not CancelEffect.UNCHANGED:
+            self._changed([job.id])
+        if effect is CancelEffect.REQUESTED:
+            self.hub.cancel_added()
+        return job, effect
+
+    async def retry(self, job_id: str) -> Job:
+        def retry(conn: sqlite3.Connection) -> Job:
+            row = conn.execute(RETRY, {"id": job_id, "now": now_us()}).fetchone()
+            if row is not None:
+                return job_from_row(row)
+            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            status = row["status"]
+            raise JobConflict(
+                f"job {job_id!r} is {status}; only failed or cancelled jobs retry", job_id
+            )
+
+        job = await self._write(retry)
+        self._changed([job.id], work=True)
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            deleted = conn.execute(
+                f"DELETE FROM jobs WHERE id = ? AND status IN {TERMINAL_SQL}", (job_id,)
+            ).rowcount
+            if deleted:
+                return
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            raise JobActive(f"job {job_id!r} is {row['status']}", job_id)
+
+        await self._write(delete)
+        self._changed([job_id])
+
+    async def logs(self, job_id: str, cursor: str | None, limit: int) -> LogPage:
+        after = decode_seq_cursor(cursor)
+
+        def select(conn: sqlite3.Connection) -> list[LogLine] | None:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                return None
+            rows = conn.execute(
+                "SELECT seq, at, level, message FROM job_logs"
+                " WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, after, limit + 1),
+            )
+            return [LogLine(r["seq"], r["at"], r["level"], r["message"]) for r in rows]
+
+        lines = await self._read(select)
+        if lines is None:
+            raise JobNotFound(job_id)
+        next_cursor = None
+        if len(lines) > limit:
+            lines = lines[:limit]
+            next_cursor = str(lines[-1].seq)
+        return LogPage(lines, next_cursor)
+
+    async def stats(self) -> Stats:
+        def select(conn: sqlite3.Connection) -> Stats:
+            now = now_us()
+            queues: dict[str, dict[str, int]] = {}
+            for row in conn.execute("SELECT queue, status, n FROM queue_counts"):
+                counts = queues.setdefault(row["queue"], dict.fromkeys(Status, 0))
+                counts[Status(row["status"])] = row["n"]
+            alive_since = now - int(self.settings.lease_seconds * MICROS)
+            workers = conn.execute(
+                "SELECT count(*) FROM workers WHERE last_seen >= ?", (alive_since,)
+            ).fetchone()[0]
+            finished = conn.execute(
+                "SELECT count(*) FROM jobs WHERE finished_at >= ?", (now - 60 * MICROS,)
+            ).fetchone()[0]
+            return Stats(
+                queues={
+                    q: {s.value: n for s, n in counts.items()}
+                    for q, counts in sorted(queues.items())
+                    if any(counts.values())
+                },
+                workers=workers,
+                finished_last_minute=finished,
+            )
+
+        return await self._read(select)
+
+    # --- workers -----------------------------------------------------------------------
+
+    async def claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        kinds: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> list[Job]:
+        if limit <= 0 or not queues or not kinds:
+            return []
+        marks = {"queues": _marks(len(queues)), "kinds": _marks(len(kinds))}
+        probe = ANY_RUNNABLE.format(**marks)
+        now = now_us()
+        runnable = await self._read(
+            lambda conn: conn.execute(probe, [*queues, *kinds, now]).fetchone()
+        )
+        if runnable is None:
+            return []
+        sql = CLAIM.format(
+            columns=JOB_COLUMNS,
+            named_queues=", ".join(f":q{i}" for i in range(len(queues))),
+            named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
+        )
+
+        def claim(conn: sqlite3.Connection) -> list[Job]:
+            now = now_us()
+            args: dict[str, Any] = {
+                "worker": worker,
+                "now": now,
+                "lease": now + int(lease_seconds * MICROS),
+                "limit": limit,
+            }
+            args.update({f"q{i}": q for i, q in enumerate(queues)})
+            args.update({f"k{i}": k for i, k in enumerate(kinds)})
+            jobs = [job_from_row(r) for r in conn.execute(sql, args)]
+            conn.execute(SEEN_WORKER, (worker, now, now))
+            return jobs
+
+        jobs = await self._write(claim)
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        self._changed([j.id for j in jobs])
+        return jobs
+
+    async def heartbeat(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> Heartbeat:
+        ids = list(job_ids)
+
+        def renew(conn: sqlite3.Connection) -> Heartbeat:
+            now = now_us()
+            conn.execute(SEEN_WORKER, (worker, now, now))
+            if not ids:
+                return Heartbeat(frozenset(), frozenset())
+            rows = conn.execute(
+                RENEW_LEASES.format(ids=_marks(len(ids))),
+                [now + int(lease_seconds * MICROS), *ids, worker],
+            ).fetchall()
+            return Heartbeat(
+                frozenset(r["id"] for r in rows),
+                frozenset(r["id"] for r in rows if r["cancel_requested"]),
+            )
+
+        return await self._write(renew)
+
+    async def cancel_requests(self, worker: str, job_ids: Sequence[str]) -> frozenset[str]:
+        ids = list(job_ids)
+        if not ids:
+            return frozenset()
+        sql = (
+            f"SELECT id FROM jobs WHERE id IN ({_marks(len(ids))})"
+            " AND worker = ? AND status = 'running' AND cancel_requested"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, [*ids, worker]).fetchall())
+        return frozenset(r["id"] for r in rows)
+
+    async def record(self, batch: WorkerBatch, max_log_lines: int) -> None:
+        if not batch:
+            return
+
+        def write(conn: sqlite3.Connection) -> tuple[list[str], bool]:
+            now = now_us()
+            changed: list[str] = []
+            requeued = False
+            for p in batch.progress:
+                cursor = conn.execute(
+                    SAVE_PROGRESS, (p.current, p.total, p.message, now, p.job_id, batch.worker)
+                )
+                if cursor.rowcount:
+                    changed.append(p.job_id)
+            _append_logs(conn, batch, max_log_lines)
+            for outcome in batch.outcomes:
+                if outcome.kind is OutcomeKind.HANDED_BACK:
+                    row = conn.execute(
+                        HAND_BACK, {"id": outcome.job_id, "worker": batch.worker, "now": now}
+                    ).fetchone()
+                else:
+                    error = outcome.error
+                    row = conn.execute(
+                        FINISH,
+                        {
+                            "id": outcome.job_id,
+                            "worker": batch.worker,
+                            "kind": outcome.kind.value,
+                            "result": dumps(outcome.result)
+                            if outcome.kind is OutcomeKind.SUCCEEDED
+                            else None,
+                            "error": dumps(error.to_dict()) if error else None,
+                            "error_type": error.type if error else None,
+                            "error_message": error.message if error else None,
+                            "retry_at": outcome.retry_at,
+                            "finished_at": outcome.finished_at or now,
+                            "now": now,
+                        },
+                    ).fetchone()
+                if row is not None:
+                    changed.append(row["id"])
+                    requeued = requeued or row["status"] == "queued"
+            return changed, requeued
+
+        changed, requeued = await self._write(write)
+        self._changed(changed, work=requeued)
+
+    async def rescue_expired(self) -> list[Job]:
+        def rescue(conn: sqlite3.Connection) -> list[Job]:
+            return [job_from_row(r) for r in conn.execute(RESCUE_EXPIRED, {"now": now_us()})]
+
+        probe = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at < ? LIMIT 1"
+        now = now_us()
+        if await self._read(lambda conn: conn.execute(probe, (now,)).fetchone()) is None:
+            return []
+        jobs = await self._write(rescue)
+        for job in jobs:
+            log.warning(
+                "job %s kind=%s lease of %s expired: now %s",
+                job.id,
+                job.kind,
+                job.worker,
+                job.status,
+            )
+        self._changed([j.id for j in jobs], work=any(j.status is Status.QUEUED for j in jobs))
+        return jobs
+
+    async def purge(self, finished_before: int, batch_size: int) -> int:
+        return await self._write(
+            lambda conn: conn.execute(PURGE, (finished_before, batch_size)).rowcount
+        )
+
+    async def unregister_worker(self, worker: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM workers WHERE id = ?", (worker,)))
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _versions(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        rows = conn.execute(
+            f"SELECT id, version FROM jobs WHERE id IN ({_marks(len(chunk))})", chunk
+        )
+        found.update((r["id"], r["version"]) for r in rows)
+    return found
+
+
+def _filter_sql(flt: JobFilter) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, values in (
+        ("status", [s.value for s in flt.statuses]),
+        ("kind", list(flt.kinds)),
+        ("queue", list(flt.queues)),
+    ):
+        if values:
+            where.append(f"{column} IN ({_marks(len(values))})")
+            args += values
+    labels: dict[str, list[str]] = {}
+    for key, value in flt.labels:
+        labels.setdefault(key, []).append(value)
+    for key, values in labels.items():
+        where.append(f"json_extract(labels, ?) IN ({_marks(len(values))})")
+        args += ['$."' + key.replace('"', "") + '"', *values]
+    return where, args
+
+
+def _append_logs(conn: sqlite3.Connection, batch: WorkerBatch, max_lines: int) -> None:
+    """Number and store buffered log lines; past ``max_lines`` only count them."""
+    by_job: dict[str, list[Any]] = {}
+    for line in batch.logs:
+        by_job.setdefault(line.job_id, []).append(line)
+    for job_id, lines in by_job.items():
+        row = conn.execute("SELECT log_count FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            continue
+        count = row["log_count"]
+        kept = [
+            (job_id, count + i + 1, line.at, line.level, line.message)
+            for i, line in enumerate(lines)
+            if count + i + 1 <= max_lines
+        ]
+        conn.executemany(
+            "INSERT OR IGNORE INTO job_logs (job_id, seq, at, level, message)"
+            " VALUES (?, ?, ?, ?, ?)",
+            kept,
+        )
+        total = count + len(lines)
+        conn.execute("UPDATE jobs SET log_count = ? WHERE id = ?", (total, job_id))
+        if total > max_lines:
+            conn.execute(
+                "INSERT INTO job_logs (job_id, seq, at, level, message) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (job_id, seq) DO UPDATE SET at = excluded.at,"
+                " message = excluded.message",
+                (
+                    job_id,
+                    max_lines + 1,
+                    lines[-1].at,
+                    "warning",
+                    dropped_lines_message(total - max_lines),
+                ),
+            )
+
+
+def _migrations() -> dict[int, str]:
+    folder = resources.files("jobdeck.store") / "migrations" / "sqlite"
+    found = {}
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found[int(entry.name.split("_", 1)[0])] = entry.read_text(encoding="utf-8")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (triggers hold inner semicolons)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.strip().startswith("--") and not current.strip():
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
