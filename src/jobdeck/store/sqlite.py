@@ -12,6 +12,7 @@ process every ``JOBDECK_POLL_SECONDS``), which then wakes this process's waiters
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -301,10 +302,8 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._watch_task is not None:
             self._watch_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
-            except asyncio.CancelledError:
-                pass
             self._watch_task = None
         writer, readers = self._writer, self._readers
         self._writer = self._readers = None

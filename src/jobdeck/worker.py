@@ -1,0 +1,472 @@
+"""The worker: claims jobs, runs them with bounded concurrency, and reports how they ended.
+
+Four loops share one asyncio event loop:
+
+- *claim*: takes as many runnable jobs as there are free slots, in one round trip, whenever
+  the store's hub says work may be there (or every ``JOBDECK_POLL_SECONDS``);
+- *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
+  jobs whose lease expired elsewhere, purges old finished jobs; a worker that cannot renew
+  a lease in time stops the run itself, before anyone else can claim it;
+- *cancel*: asks the store which running jobs were asked to stop, whenever the hub says so
+  or every ``JOBDECK_CANCEL_CHECK_SECONDS``;
+- *flush*: writes progress, log lines and finished runs in batches, one transaction each.
+
+Async tasks run as asyncio tasks and are cancelled outright on cancel, timeout or lost
+lease. Sync tasks run in a thread pool and stop at their next ``ctx.checkpoint()``,
+``ctx.progress()`` or ``ctx.sleep()``; their slot stays taken until the thread returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobdeck.errors import (
+    JobCancelled,
+    JobInterrupted,
+    JobTimedOut,
+    LeaseLost,
+    StoreUnavailable,
+)
+from jobdeck.model import (
+    MICROS,
+    Job,
+    JobError,
+    Outcome,
+    OutcomeKind,
+    backoff_seconds,
+    now_us,
+)
+from jobdeck.settings import Settings
+from jobdeck.store.base import NewLogLine, ProgressUpdate, Store, WorkerBatch
+from jobdeck.tasks import JobContext, TaskKind, TaskRegistry
+
+log = logging.getLogger("jobdeck.worker")
+
+FLUSH_SECONDS = 0.25
+PURGE_EVERY_SECONDS = 60.0
+PURGE_BATCH = 500
+_worker_numbers = itertools.count(1)
+
+
+class ShuttingDown(JobInterrupted):
+    """The worker is stopping and hands the job back to the queue."""
+
+
+@dataclass(eq=False)
+class Run:
+    """One job running in this worker."""
+
+    job: Job
+    kind: TaskKind
+    context: JobContext
+    task: asyncio.Task[Any] | None = None
+    lease_renewed_at: float = field(default_factory=time.monotonic)
+
+
+def default_worker_name() -> str:
+    """``host:pid:n``, unique among the workers of one database."""
+    return f"{socket.gethostname()}:{os.getpid()}:{next(_worker_numbers)}"
+
+
+class Worker:
+    """Runs the jobs of some queues, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.name = name or default_worker_name()
+        self.queues = tuple(queues or settings.queues)
+        self.concurrency = concurrency or settings.concurrency
+        self.runs: dict[str, Run] = {}
+        self._pending: WorkerBatch = WorkerBatch(self.name)
+        self._threads = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix=f"jobdeck-task-{self.name}"
+        )
+        self._slot_freed = asyncio.Event()
+        self._outcome_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+        self._empty_claims = 0
+        self._flush_lock = asyncio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the loops in the background."""
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="jobdeck-claim"),
+            asyncio.create_task(self._lease_loop(), name="jobdeck-lease"),
+            asyncio.create_task(self._cancel_loop(), name="jobdeck-cancel"),
+            asyncio.create_task(self._flush_loop(), name="jobdeck-flush"),
+        ]
+        log.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.name,
+            ",".join(self.queues),
+            self.concurrency,
+        )
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop claiming, let running jobs finish within the grace period, hand the rest
+        back to the queue, write everything out."""
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        self._stopping.set()
+        self._slot_freed.set()
+        if self._loops:
+            await self._loops[0]  # the claim loop ends by itself; a claim is never cut short
+        running = [r.task for r in self.runs.values() if r.task is not None]
+        if running:
+            log.info(
+                "worker %s: waiting up to %.1fs for %d running jobs", self.name, grace, len(running)
+            )
+            _, still_running = await asyncio.wait(running, timeout=grace)
+            for run in list(self.runs.values()):
+                if run.task in still_running:
+                    self._interrupt(run, ShuttingDown)
+            if still_running:
+                await asyncio.wait(still_running)
+        for loop_task in self._loops[1:]:
+            await _cancel_and_wait(loop_task)
+        self._loops = []
+        await self._flush()
+        with contextlib.suppress(Exception):
+            await self.store.unregister_worker(self.name)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.name)
+
+    async def run_until_idle(self, *, timeout: float = 30.0) -> None:
+        """Run until nothing is runnable and nothing runs, then stop (tests, one-off drains).
+
+        Idle means: no run in progress, nothing left to write, and a claim made after that
+        found nothing.
+        """
+        await self.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(self.settings.poll_seconds)
+                if self.runs or self._pending:
+                    continue
+                seen = self._empty_claims
+                self.store.hub.work_added()
+                while self._empty_claims == seen and time.monotonic() < deadline:
+                    await asyncio.sleep(self.settings.poll_seconds / 4)
+                if not self.runs and not self._pending:
+                    return
+            raise TimeoutError(f"worker {self.name} still busy after {timeout}s")
+        finally:
+            await self.stop()
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        hub = self.store.hub
+        kinds = self.registry.names()
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self.runs)
+            if free > 0:
+                hub.work_available.clear()
+                try:
+                    jobs = await self.store.claim(
+                        self.name, self.queues, kinds, free, self.settings.lease_seconds
+                    )
+                except StoreUnavailable as exc:
+                    log.warning("worker %s: claim failed: %s", self.name, exc)
+                    jobs = []
+                for job in jobs:
+                    self._launch(job)
+                if not jobs and not self.runs:
+                    self._empty_claims += 1
+                if len(jobs) == free:
+                    continue  # there may be more: claim again as soon as a slot frees
+                await _wait_any(
+                    hub.work_available, self._slot_freed, timeout=self.settings.poll_seconds
+                )
+            else:
+                await _wait_any(self._slot_freed, timeout=self.settings.poll_seconds)
+            self._slot_freed.clear()
+
+    def _launch(self, job: Job) -> None:
+        kind = self.registry.get(job.kind)
+        context = JobContext(job.id, job.kind, job.attempt)
+        run = Run(job, kind, context)
+        self.runs[job.id] = run
+        log.info(
+            "job %s kind=%s running (attempt %d/%d) on %s",
+            job.id,
+            job.kind,
+            job.attempt,
+            job.max_attempts,
+            self.name,
+        )
+        run.task = asyncio.create_task(self._execute(run), name=f"jobdeck-job-{job.id}")
+
+    # --- running -------------------------------------------------------------------------
+
+    async def _execute(self, run: Run) -> None:
+        job = run.job
+        timer = None
+        if job.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(
+                job.timeout, self._interrupt, run, JobTimedOut
+            )
+        try:
+            result = await self._call(run)
+            outcome = self._success(run, result)
+        except (JobInterrupted, asyncio.CancelledError) as exc:
+            outcome = self._interrupted(run, exc)
+        except Exception as exc:
+            outcome = self._failure(run, exc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self._finish(run, outcome)
+
+    async def _call(self, run: Run) -> Any:
+        arguments = run.kind.arguments(run.job.params, run.context)
+        if run.kind.is_async:
+            return await run.kind.function(**arguments)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._threads, _call_sync, run.kind.function, arguments)
+        # The thread cannot be stopped from here: wait for it even when interrupted, so
+        # that the slot is not reused while the task's code still runs.
+        while True:
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.done():
+                    return future.result()
+                continue
+
+    def _interrupt(self, run: Run, reason: type[JobInterrupted]) -> None:
+        if not run.context.interrupt(reason):
+            return
+        if run.kind.is_async and run.task is not None and not run.task.done():
+            run.task.cancel()
+
+    def _success(self, run: Run, result: Any) -> Outcome | None:
+        reason = run.context.interrupt_reason
+        if reason is LeaseLost:
+            return None
+        if reason is JobCancelled:
+            return self._outcome(run, OutcomeKind.CANCELLED)
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            return self._failure(run, TypeError(f"the task's result is not JSON: {exc}"))
+        return self._outcome(run, OutcomeKind.SUCCEEDED, result=result)
+
+    def _interrupted(self, run: Run, exc: BaseException) -> Outcome | None:
+        reason = run.context.interrupt_reason
+        if reason is None and isinstance(exc, JobInterrupted):
+            reason = type(exc)
+        if reason is None or reason is LeaseLost:
+            return None  # cancelled by nobody we know: the worker itself is going away
+        if reason is ShuttingDown:
+            return self._outcome(run, OutcomeKind.HANDED_BACK)
+        if reason is JobTimedOut:
+            return self._failure(
+                run,
+                TimeoutError(f"job exceeded its timeout of {run.job.timeout}s"),
+                with_traceback=False,
+            )
+        return self._outcome(run, OutcomeKind.CANCELLED)
+
+    def _failure(self, run: Run, exc: BaseException, *, with_traceback: bool = True) -> Outcome:
+        job = run.job
+        retry_at = None
+        if job.attempt < job.max_attempts:
+            delay = backoff_seconds(
+                job.attempt,
+                self.settings.backoff_base_seconds,
+                self.settings.backoff_max_seconds,
+                random.uniform(0.5, 1.5),
+            )
+            retry_at = now_us() + int(delay * MICROS)
+        trace = "".join(traceback.format_exception(exc)) if with_traceback else None
+        error = JobError(type(exc).__name__, str(exc), trace)
+        return self._outcome(run, OutcomeKind.FAILED, error=error, retry_at=retry_at)
+
+    def _outcome(self, run: Run, kind: OutcomeKind, **values: Any) -> Outcome:
+        return Outcome(run.job.id, self.name, kind, finished_at=now_us(), **values)
+
+    def _finish(self, run: Run, outcome: Outcome | None) -> None:
+        self._collect(run)
+        if outcome is not None:
+            self._pending.outcomes.append(outcome)
+            self._outcome_ready.set()
+            job = run.job
+            if outcome.kind is OutcomeKind.FAILED:
+                log.warning(
+                    "job %s kind=%s failed (attempt %d/%d): %s: %s%s",
+                    job.id,
+                    job.kind,
+                    job.attempt,
+                    job.max_attempts,
+                    outcome.error.type if outcome.error else "",
+                    outcome.error.message if outcome.error else "",
+                    "; will retry" if outcome.retry_at else "",
+                )
+            else:
+                log.info("job %s kind=%s %s", job.id, job.kind, outcome.kind.value)
+        else:
+            log.warning("job %s kind=%s abandoned: lease lost", run.job.id, run.job.kind)
+        del self.runs[run.job.id]
+        self._slot_freed.set()
+
+    # --- writing out ---------------------------------------------------------------------
+
+    def _collect(self, run: Run) -> None:
+        """Move a run's unsaved progress and log lines into the pending batch."""
+        context = run.context
+        progress = context.take_progress()
+        if progress is not None:
+            self._pending.progress.append(ProgressUpdate(context.job_id, *progress))
+        for at, level, message in context.take_logs():
+            self._pending.logs.append(NewLogLine(context.job_id, at, level, message))
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            for run in self.runs.values():
+                self._collect(run)
+            batch, self._pending = self._pending, WorkerBatch(self.name)
+            if not batch:
+                return
+            try:
+                await self.store.record(batch, self.settings.max_log_lines)
+            except StoreUnavailable as exc:
+                log.warning("worker %s: write failed, will retry: %s", self.name, exc)
+                self._pending.progress[:0] = batch.progress
+                self._pending.logs[:0] = batch.logs
+                self._pending.outcomes[:0] = batch.outcomes
+                raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await _wait_any(self._outcome_ready, timeout=FLUSH_SECONDS)
+            self._outcome_ready.clear()
+            try:
+                await self._flush()
+            except StoreUnavailable:
+                await asyncio.sleep(FLUSH_SECONDS)
+
+    # --- leases, rescue, retention -------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        tick = min(renew_every, 1.0)
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            if time.monotonic() - last_renewal >= renew_every - tick / 2:
+                last_renewal = time.monotonic()
+                await self._renew_leases()
+            try:
+                await self.store.rescue_expired()
+                await self._purge_if_due()
+            except StoreUnavailable as exc:
+                log.warning("worker %s: maintenance failed: %s", self.name, exc)
+
+    async def _renew_leases(self) -> None:
+        held = list(self.runs)
+        held += [o.job_id for o in self._pending.outcomes]
+        started = time.monotonic()
+        try:
+            beat = await self.store.heartbeat(self.name, held, self.settings.lease_seconds)
+        except StoreUnavailable as exc:
+            log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+            self._fence()
+            return
+        for job_id in held:
+            run = self.runs.get(job_id)
+            if run is None:
+                continue
+            if job_id in beat.renewed:
+                run.lease_renewed_at = started
+            else:
+                self._interrupt(run, LeaseLost)
+            if job_id in beat.cancel_requested:
+                self._interrupt(run, JobCancelled)
+
+    def _fence(self) -> None:
+        """Abandon runs whose lease may run out before we can renew it."""
+        limit = self.settings.lease_seconds * 0.8
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if now - run.lease_renewed_at > limit:
+                self._interrupt(run, LeaseLost)
+
+    async def _purge_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_EVERY_SECONDS:
+            return
+        self._last_purge = now
+        cutoff = now_us() - int(self.settings.retention_seconds * MICROS)
+        while await self.store.purge(cutoff, PURGE_BATCH) == PURGE_BATCH:
+            await asyncio.sleep(0)
+
+    # --- cancellation --------------------------------------------------------------------
+
+    async def _cancel_loop(self) -> None:
+        hub = self.store.hub
+        while True:
+            await _wait_any(hub.cancel_requested, timeout=self.settings.cancel_check_seconds)
+            hub.cancel_requested.clear()
+            if not self.runs:
+                continue
+            try:
+                asked = await self.store.cancel_requests(self.name, list(self.runs))
+            except StoreUnavailable as exc:
+                log.warning("worker %s: cancel check failed: %s", self.name, exc)
+                continue
+            for job_id in asked:
+                run = self.runs.get(job_id)
+                if run is not None:
+                    self._interrupt(run, JobCancelled)
+
+
+def _call_sync(function: Any, arguments: dict[str, Any]) -> Any:
+    return function(**arguments)
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    """Wait until one of ``events`` is set or ``timeout`` seconds pass."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
