@@ -1,0 +1,146 @@
+"""The ``jobdeck`` command: ``serve``, ``worker``, ``migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from jobdeck.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        "database_url": getattr(args, "database_url", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "concurrency": getattr(args, "concurrency", None),
+        "queues": tuple(args.queue) if getattr(args, "queue", None) else None,
+    }
+    if getattr(args, "no_worker", False):
+        overrides["embedded_worker"] = False
+    return Settings.from_env(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """API and (unless ``--no-worker``) an embedded worker, under uvicorn."""
+    import uvicorn
+
+    from jobdeck.api import create_app
+    from jobdeck.deck import Deck
+
+    settings = _settings(args)
+    app = create_app(Deck(settings))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds) + 5),
+        log_config=None,
+    )
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """A worker process alone; SIGTERM or SIGINT drain it and exit 0."""
+    from jobdeck.deck import Deck
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        deck = Deck(settings)
+        await deck.start(worker=False)
+        from jobdeck.worker import Worker
+
+        job_worker = Worker(deck.store, deck.registry, settings, name=args.name)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await job_worker.start()
+        try:
+            await stop.wait()
+        finally:
+            await job_worker.stop()
+            await deck.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations and print the schema version."""
+    from jobdeck.store import open_store
+
+    settings = _settings(args)
+
+    async def main() -> int:
+        store = open_store(settings)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    version = asyncio.run(main())
+    print(f"schema version {version}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobdeck", description="Durable background jobs for Python web services."
+    )
+    parser.add_argument(
+        "--database-url",
+        help="sqlite:///path.db or postgresql://... (default: $JOBDECK_DATABASE_URL)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve the HTTP API (and a worker)")
+    serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve_parser.add_argument(
+        "--no-worker", action="store_true", help="serve the API alone, run no jobs"
+    )
+    serve_parser.add_argument("--concurrency", type=int, help="jobs run at once")
+    serve_parser.add_argument("--queue", action="append", help="queue to take jobs from")
+    serve_parser.set_defaults(handler=serve)
+
+    worker_parser = commands.add_parser("worker", help="run jobs, without the HTTP API")
+    worker_parser.add_argument("--concurrency", type=int, help="jobs run at once")
+    worker_parser.add_argument(
+        "--queue", action="append", help="queue to take jobs from (repeatable)"
+    )
+    worker_parser.add_argument("--name", help="worker name (default host:pid:n)")
+    worker_parser.set_defaults(handler=worker)
+
+    migrate_parser = commands.add_parser("migrate", help="apply database migrations")
+    migrate_parser.set_defaults(handler=migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jobdeck`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except ValueError as exc:
+        print(f"jobdeck: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
