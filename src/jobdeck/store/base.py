@@ -31,8 +31,8 @@ class CancelEffect(StrEnum):
     """What a cancel request did."""
 
     CANCELLED = "cancelled"  # the job was queued and is now cancelled
-    REQUESTED = "requested"  # the job is running; its worker was asked to stop
-    UNCHANGED = "unchanged"  # the job was already terminal (or cancel was already asked)
+    REQUESTED = "requested"  # the job is running; its worker was (or had already been) asked
+    UNCHANGED = "unchanged"  # the job was already terminal; nothing changed
 
 
 @dataclass(frozen=True, slots=True)
