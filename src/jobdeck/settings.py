@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -71,11 +72,17 @@ class Settings:
 
     def check(self) -> None:
         """Raise ValueError on settings that cannot work."""
-        if self.concurrency < 1:
-            raise ValueError("JOBDECK_CONCURRENCY must be at least 1")
-        for name in ("lease_seconds", "poll_seconds", "cancel_check_seconds"):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"JOBDECK_{f.name.upper()} must be a finite number >= 0")
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"JOBDECK_{f.name.upper()} must be >= 0")
+        for name in ("lease_seconds", "poll_seconds", "cancel_check_seconds", "concurrency"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"JOBDECK_{name.upper()} must be positive")
+        if self.port > 65_535:
+            raise ValueError("JOBDECK_PORT must be a port number (0-65535)")
         if not self.queues:
             raise ValueError("JOBDECK_QUEUES names no queue")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

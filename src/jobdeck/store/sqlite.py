@@ -216,6 +216,7 @@ class SQLiteStore:
         self._read_conns_lock = threading.Lock()
         self._watch_task: asyncio.Task[None] | None = None
         self._watch_conn: sqlite3.Connection | None = None
+        self._watch_executor: ThreadPoolExecutor | None = None
         self._known_versions: dict[str, int] = {}
 
     # --- connections -------------------------------------------------------------------
@@ -291,6 +292,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         self._write_conn = await loop.run_in_executor(self._writer, self._open_writer)
         await self.migrate()
+        self._watch_executor = ThreadPoolExecutor(1, thread_name_prefix="jobdeck-sqlite-watch")
         self._watch_task = asyncio.create_task(self._watch(), name="jobdeck-sqlite-watch")
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -306,24 +308,26 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
             self._watch_task = None
-        writer, readers = self._writer, self._readers
-        self._writer = self._readers = None
-        if writer is not None:
-            writer.submit(self._close_conn, self._write_conn).result()
-            writer.shutdown()
-        if readers is not None:
-            readers.shutdown()
-        for conn in [*self._read_conns, self._watch_conn]:
-            if conn is not None:
-                conn.close()
-        self._read_conns.clear()
-        self._watch_conn = None
-        self._write_conn = None
+        # Each connection is closed on the thread that uses it, after its last query.
+        for executor, conns in (
+            (self._watch_executor, [self._watch_conn]),
+            (self._writer, [self._write_conn]),
+        ):
+            if executor is not None:
+                executor.submit(self._close_conns, conns).result()
+                executor.shutdown(wait=True)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        self._close_conns(self._read_conns)
+        self._writer = self._readers = self._watch_executor = None
+        self._read_conns = []
+        self._watch_conn = self._write_conn = None
 
     @staticmethod
-    def _close_conn(conn: sqlite3.Connection | None) -> None:
-        if conn is not None:
-            conn.close()
+    def _close_conns(conns: list[sqlite3.Connection | None]) -> None:
+        for conn in conns:
+            if conn is not None:
+                conn.close()
 
     async def migrate(self) -> int:
         migrations = _migrations()
@@ -361,48 +365,49 @@ class SQLiteStore:
     # --- watching other processes ------------------------------------------------------
 
     async def _watch(self) -> None:
-        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdeck-sqlite-watch")
+        """Poll ``PRAGMA data_version``; on a change by another connection, wake workers
+        and the waiters on jobs whose version moved. Newly watched jobs are woken once,
+        since a change may have landed between their first read and our first look."""
+        executor = self._watch_executor
+        assert executor is not None
         loop = asyncio.get_running_loop()
-        try:
-            last = await loop.run_in_executor(executor, self._data_version)
-            while True:
-                await asyncio.sleep(self.settings.poll_seconds)
-                try:
-                    current = await loop.run_in_executor(executor, self._data_version)
-                    if current != last:
-                        last = current
-                        self.hub.work_added()
-                        self.hub.cancel_added()
-                    await self._publish_watched(executor)
-                except sqlite3.Error as exc:
-                    log.warning("sqlite watch failed: %s", exc)
-        finally:
-            executor.shutdown(wait=False)
+        last = await loop.run_in_executor(executor, self._data_version)
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            try:
+                current = await loop.run_in_executor(executor, self._data_version)
+                changed = current != last
+                last = current
+                if changed:
+                    self.hub.work_added()
+                    self.hub.cancel_added()
+                await self._publish_watched(executor, changed)
+            except sqlite3.Error as exc:
+                log.warning("sqlite watch failed: %s", exc)
 
     def _data_version(self) -> int:
         if self._watch_conn is None:
             self._watch_conn = self._connect()
         return self._watch_conn.execute("PRAGMA data_version").fetchone()[0]
 
-    async def _publish_watched(self, executor: ThreadPoolExecutor) -> None:
-        """Wake waiters on jobs whose version moved since the last look."""
+    async def _publish_watched(self, executor: ThreadPoolExecutor, changed: bool) -> None:
         watched = self.hub.watched_ids()
         known = self._known_versions
         for stale in set(known) - set(watched):
             del known[stale]
-        if not watched:
+        fresh = [job_id for job_id in watched if job_id not in known]
+        if not (changed and watched) and not fresh:
             return
-        conn_versions = await asyncio.get_running_loop().run_in_executor(
-            executor, self._versions_on_watch_conn, watched
+        versions = await asyncio.get_running_loop().run_in_executor(
+            executor, self._versions_on_watch_conn, watched if changed else fresh
         )
-        for job_id in watched:
-            version = conn_versions.get(job_id)
-            if job_id in known and known[job_id] != version:
+        for job_id, version in versions.items():
+            if known.get(job_id) != version:
                 self.hub.job_changed(job_id)
-            if version is None:
-                known.pop(job_id, None)
-            else:
-                known[job_id] = version
+            known[job_id] = version
+        for job_id in fresh:
+            if job_id not in versions:
+                self.hub.job_changed(job_id)  # deleted or not there yet: let the waiter look
 
     def _versions_on_watch_conn(self, job_ids: list[str]) -> dict[str, int]:
         assert self._watch_conn is not None
