@@ -32,7 +32,11 @@ def _check_time(text: str) -> str:
     return text
 
 
+#: Label keys: like names, without ``:``, since ``label=k:v`` filters split at the colon.
+LABEL_KEY_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_REGEX)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
 Timestamp = Annotated[
     str,
@@ -66,7 +70,7 @@ class JobRequest(BaseModel):
         float | None,
         Field(strict=True, gt=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds"),
     ] = None
-    labels: Annotated[dict[Name, LabelValue], Field(max_length=MAX_LABELS)] = Field(
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] = Field(
         default_factory=dict
     )
 

@@ -228,7 +228,8 @@ class Subscription:
         """Wait until notified or ``timeout`` seconds pass; True when notified. Clears."""
         if not self._event.is_set():
             try:
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
             except TimeoutError:
                 return False
         self._event.clear()
