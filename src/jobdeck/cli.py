@@ -38,6 +38,8 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     app = create_app(Deck(settings))
+    # uvicorn drains on SIGTERM, then raises the signal again: make that an exit with 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         host=settings.host,

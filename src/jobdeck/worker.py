@@ -150,9 +150,13 @@ class Worker:
                     self._interrupt(run, ShuttingDown)
             if still_running:
                 await asyncio.wait(still_running)
-        for loop_task in self._loops[1:]:
-            await _cancel_and_wait(loop_task)
-        self._loops = []
+        if self._loops:
+            _, lease_loop, cancel_loop, flush_loop = self._loops
+            await _cancel_and_wait(lease_loop)
+            await _cancel_and_wait(cancel_loop)
+            async with self._flush_lock:  # never cut a write short: its batch would be lost
+                await _cancel_and_wait(flush_loop)
+            self._loops = []
         await self._flush()
         with contextlib.suppress(Exception):
             await self.store.unregister_worker(self.name)

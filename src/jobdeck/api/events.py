@@ -46,14 +46,13 @@ async def watch_until_terminal(
     deadline = loop.time() + timeout
     while not job.is_terminal:
         remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        if not await subscription.wait(remaining):
-            break
-        latest = await store.get(job.id)
+        woken = remaining > 0 and await subscription.wait(remaining)
+        latest = await store.get(job.id)  # at the deadline too: a wake-up may be in flight
         if latest is None:
             return None
         job = latest
+        if not woken:
+            break
     return job
 
 
