@@ -117,7 +117,9 @@ class Worker:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the loops in the background."""
+        """Start the loops in the background (once; a second call does nothing)."""
+        if self._loops:
+            return
         self._loops = [
             asyncio.create_task(self._claim_loop(), name="jobdeck-claim"),
             asyncio.create_task(self._lease_loop(), name="jobdeck-lease"),
@@ -280,7 +282,7 @@ class Worker:
         if reason is JobCancelled:
             return self._outcome(run, OutcomeKind.CANCELLED)
         try:
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
             return self._failure(run, TypeError(f"the task's result is not JSON: {exc}"))
         return self._outcome(run, OutcomeKind.SUCCEEDED, result=result)
@@ -383,28 +385,29 @@ class Worker:
 
     async def _lease_loop(self) -> None:
         renew_every = self.settings.lease_seconds / 3
-        tick = min(renew_every, 1.0)
+        tick = min(renew_every, 1.0) / 4
         last_renewal = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             if time.monotonic() - last_renewal >= renew_every - tick / 2:
                 last_renewal = time.monotonic()
-                await self._renew_leases()
+                await self._renew_leases(timeout=renew_every)
+            self._fence()
             try:
                 await self.store.rescue_expired()
                 await self._purge_if_due()
             except StoreUnavailable as exc:
                 log.warning("worker %s: maintenance failed: %s", self.name, exc)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_leases(self, timeout: float) -> None:
         held = list(self.runs)
         held += [o.job_id for o in self._pending.outcomes]
         started = time.monotonic()
         try:
-            beat = await self.store.heartbeat(self.name, held, self.settings.lease_seconds)
-        except StoreUnavailable as exc:
-            log.warning("worker %s: heartbeat failed: %s", self.name, exc)
-            self._fence()
+            async with asyncio.timeout(timeout):
+                beat = await self.store.heartbeat(self.name, held, self.settings.lease_seconds)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("worker %s: heartbeat failed: %s", self.name, exc or "timed out")
             return
         for job_id in held:
             run = self.runs.get(job_id)
@@ -418,7 +421,8 @@ class Worker:
                 self._interrupt(run, JobCancelled)
 
     def _fence(self) -> None:
-        """Abandon runs whose lease may run out before we can renew it."""
+        """Abandon runs whose lease was not renewed for 0.8 of its length: another worker
+        may take the job once it runs out, so this run must stop first."""
         limit = self.settings.lease_seconds * 0.8
         now = time.monotonic()
         for run in list(self.runs.values()):

@@ -23,7 +23,7 @@ TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
 
 def dumps(value: Any) -> str:
     """Compact JSON, as stored."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _loads(value: Any) -> Any:

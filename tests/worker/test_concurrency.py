@@ -1,0 +1,206 @@
+"""Worker: bounded concurrency, where tasks run (event loop or threads), many workers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from jobdeck.deck import Deck
+from jobdeck.model import Job, Status
+from jobdeck.store.base import JobFilter
+from jobdeck.tasks import JobContext
+from jobdeck.worker import Worker
+
+WorkerFactory = Callable[..., Worker]
+WaitFor = Callable[..., Awaitable[Any]]
+WaitStatus = Callable[..., Awaitable[Job]]
+Gate = Callable[[], threading.Event]
+
+
+class Gauge:
+    """Counts tasks running at once, from any thread, and remembers the most seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.done = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+            self.done += 1
+
+
+async def test_async_jobs_never_exceed_concurrency(deck: Deck, make_worker: WorkerFactory) -> None:
+    """With concurrency=3, ten async jobs that block a while never run more than 3 at once."""
+    gauge = Gauge()
+
+    @deck.task
+    async def hold(ctx: JobContext) -> None:
+        gauge.enter()
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            gauge.leave()
+
+    jobs = [await deck.enqueue("hold") for _ in range(10)]
+    worker = make_worker(deck, concurrency=3)
+    await worker.run_until_idle(timeout=20)
+
+    assert gauge.done == 10
+    assert gauge.most == 3
+    for job in jobs:
+        stored = await deck.store.get(job.id)
+        assert stored is not None and stored.status is Status.SUCCEEDED
+
+
+async def test_sync_jobs_never_exceed_concurrency(deck: Deck, make_worker: WorkerFactory) -> None:
+    """With concurrency=3, ten blocking sync jobs never run (nor are held) more than 3 at once."""
+    gauge = Gauge()
+    held: list[int] = []
+    worker = make_worker(deck, concurrency=3)
+
+    @deck.task
+    def block() -> None:
+        gauge.enter()
+        try:
+            held.append(len(worker.runs))  # jobs this worker has claimed and not finished
+            time.sleep(0.05)
+        finally:
+            gauge.leave()
+
+    for _ in range(10):
+        await deck.enqueue("block")
+    await worker.run_until_idle(timeout=20)
+
+    assert gauge.done == 10
+    assert gauge.most == 3
+    assert max(held) <= 3
+
+
+async def test_sync_task_runs_in_a_thread_and_does_not_block_the_loop(
+    deck: Deck,
+    make_worker: WorkerFactory,
+    gate: Gate,
+    wait_status: WaitStatus,
+) -> None:
+    """A sync task runs off the event-loop thread; while it blocks, async jobs still finish."""
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    release = gate()
+
+    @deck.task
+    def blocking() -> str:
+        threads.append(threading.get_ident())
+        release.wait(10)
+        return "released"
+
+    @deck.task
+    async def quick() -> str:
+        return "quick"
+
+    slow = await deck.enqueue("blocking")
+    worker = make_worker(deck, concurrency=2)
+    await worker.start()
+    await wait_status(deck.store, slow.id, Status.RUNNING)
+    fast = await deck.enqueue("quick")
+    done = await wait_status(deck.store, fast.id, Status.SUCCEEDED)
+    assert done.result == "quick"
+    assert not release.is_set()
+
+    release.set()
+    finished = await wait_status(deck.store, slow.id, Status.SUCCEEDED)
+    assert finished.result == "released"
+    assert len(threads) == 1
+    assert threads[0] != loop_thread
+
+
+async def test_async_task_runs_as_an_asyncio_task_on_the_loop(
+    deck: Deck, make_worker: WorkerFactory
+) -> None:
+    """An async task runs as its own asyncio task, on the event-loop thread."""
+    loop_thread = threading.get_ident()
+    outer = asyncio.current_task()
+    seen: list[tuple[int, asyncio.Task[object] | None]] = []
+
+    @deck.task
+    async def where() -> None:
+        seen.append((threading.get_ident(), asyncio.current_task()))
+
+    await deck.enqueue("where")
+    await make_worker(deck).run_until_idle(timeout=10)
+
+    [(thread, task)] = seen
+    assert thread == loop_thread
+    assert task is not None and task is not outer
+
+
+async def test_two_workers_drain_200_jobs_each_run_once(
+    deck: Deck, make_worker: WorkerFactory, wait_for: WaitFor
+) -> None:
+    """Two workers on one store run 200 jobs between them, each job exactly once."""
+    runs: Counter[str] = Counter()
+
+    @deck.task
+    async def count(ctx: JobContext) -> None:
+        runs[ctx.job_id] += 1
+        await asyncio.sleep(0.002)
+
+    specs = [deck.build_spec("count") for _ in range(200)]
+    await deck.enqueue_many(specs)
+    first = make_worker(deck, name="test:1:a", concurrency=4)
+    second = make_worker(deck, name="test:1:b", concurrency=4)
+    await asyncio.gather(first.run_until_idle(timeout=30), second.run_until_idle(timeout=30))
+
+    assert set(runs) == {s.id for s in specs}
+    assert set(runs.values()) == {1}
+    page = await deck.store.list(JobFilter(), 1000, None)
+    assert len(page.items) == 200
+    assert {j.status for j in page.items} == {Status.SUCCEEDED}
+    assert {j.attempt for j in page.items} == {1}
+    assert {j.worker for j in page.items} == {"test:1:a", "test:1:b"}
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_jobs_beyond_the_free_slots_stay_queued(
+    deck: Deck,
+    make_worker: WorkerFactory,
+    gate: Gate,
+    wait_for: WaitFor,
+    wait_status: WaitStatus,
+    concurrency: int,
+) -> None:
+    """While every slot is busy, exactly ``concurrency`` jobs are running in the store and
+    the rest stay queued; they run once slots free."""
+    release = gate()
+
+    @deck.task
+    def parked() -> None:
+        release.wait(10)
+
+    jobs = [await deck.enqueue("parked") for _ in range(concurrency + 3)]
+    worker = make_worker(deck, concurrency=concurrency)
+    await worker.start()
+
+    async def count(status: Status) -> int:
+        page = await deck.store.list(JobFilter(statuses=(status,)), 100, None)
+        return len(page.items)
+
+    await wait_for(lambda: len(worker.runs) == concurrency, what="every slot busy")
+    assert await count(Status.RUNNING) == concurrency
+    assert await count(Status.QUEUED) == 3
+    release.set()
+    for job in jobs:
+        await wait_status(deck.store, job.id, Status.SUCCEEDED)
