@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from jobdeck.errors import TooLarge
+from jobdeck.errors import InvalidParams, TooLarge
 from jobdeck.model import MICROS, Job, JobSpec, is_valid_id, new_job_id, now_us
 from jobdeck.settings import Settings
 from jobdeck.store import open_store
@@ -82,11 +82,15 @@ class Deck:
         task_kind = self.registry.get(kind)
         if params is None:
             params = {}
-        if isinstance(params, dict) and self._json_size(params) > self.settings.max_params_bytes:
-            raise TooLarge(
-                f"params exceed JOBDECK_MAX_PARAMS_BYTES ({self.settings.max_params_bytes} bytes)"
-            )
+        if isinstance(params, dict):
+            size = self._json_size(kind, params)
+            if size > self.settings.max_params_bytes:
+                raise TooLarge(
+                    f"params exceed JOBDECK_MAX_PARAMS_BYTES "
+                    f"({self.settings.max_params_bytes} bytes)"
+                )
         validated = task_kind.validate(params)
+        self._json_size(kind, validated)
         if id is not None and not is_valid_id(id):
             raise ValueError(f"invalid job id {id!r}")
         if run_at is not None and delay is not None:
@@ -106,8 +110,16 @@ class Deck:
         )
 
     @staticmethod
-    def _json_size(value: Any) -> int:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    def _json_size(kind: str, value: Any) -> int:
+        """Bytes of ``value`` as compact JSON; NaN and Infinity are refused (not JSON)."""
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise InvalidParams(
+                kind,
+                [{"loc": ["params"], "msg": "NaN and Infinity are not JSON", "type": "json"}],
+            ) from None
+        return len(encoded.encode())
 
     # the Python API
 

@@ -55,6 +55,13 @@ async def client(
 
 BAD_JOBS: list[tuple[str, Any, int, str]] = [
     ("unknown kind", {"kind": "nope"}, 422, "unknown-kind"),
+    ("NaN in params", {"kind": "slow", "params": {"seconds": float("nan")}}, 422, "invalid-params"),
+    (
+        "Infinity in params",
+        {"kind": "slow", "params": {"seconds": float("inf")}},
+        422,
+        "invalid-params",
+    ),
     ("kind missing", {"params": {}}, 422, "validation-error"),
     ("kind not a string", {"kind": 5}, 422, "validation-error"),
     (
