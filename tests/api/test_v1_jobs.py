@@ -154,11 +154,11 @@ async def test_changes_are_logged(
         r.getMessage() for r in caplog.records if r.name == "jobdeck" and "logged" in r.getMessage()
     ]
     assert lines == [
-        "job logged (add) created",
-        "job logged (add) cancelled",
-        "job logged (add) retried",
-        "job logged (add) cancelled",
-        "job logged (add) deleted",
+        "job logged kind=add created",
+        "job logged kind=add cancelled",
+        "job logged kind=add retried",
+        "job logged kind=add cancelled",
+        "job logged kind=add deleted",
     ]
 
 

@@ -21,7 +21,7 @@ from jobdeck.model import Job, Status
 from jobdeck.store.base import CancelEffect, JobFilter
 
 from .problems import Problem, ProblemRoute, error_problem
-from .render import hint_headers
+from .render import hint_headers, log_change
 
 log = logging.getLogger("jobdeck")
 
@@ -178,7 +178,7 @@ def build_compat_router(deck: Deck) -> APIRouter:
             (entry,) = await store.enqueue([spec], replace_terminal=True)
         except JobActive as exc:
             raise error_problem(exc, message=msg_already_running(job_id)) from exc
-        log.info("job %s (%s) created", entry.job.id, entry.job.kind)
+        log_change(entry.job, "created")
         return answer(entry.job, {"message": msg_started(job_id), "job": compat_job(entry.job)})
 
     @router.post(
@@ -194,9 +194,9 @@ def build_compat_router(deck: Deck) -> APIRouter:
         except JobNotFound as exc:
             raise _not_found(job_id, exc) from exc
         if effect is CancelEffect.CANCELLED:
-            log.info("job %s (%s) cancelled", job.id, job.kind)
+            log_change(job, "cancelled")
         elif effect is CancelEffect.REQUESTED:
-            log.info("job %s (%s) cancel requested", job.id, job.kind)
+            log_change(job, "cancel requested")
         message = (
             msg_already_finished(job_id)
             if (effect is CancelEffect.UNCHANGED and job.is_terminal)

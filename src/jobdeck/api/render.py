@@ -1,7 +1,9 @@
-"""Small helpers the routes share: job answers, ``Retry-After`` hints, ``Prefer: wait``."""
+"""Small helpers the routes share: job answers, ``Retry-After`` hints, ``Prefer: wait``,
+the log line of a change."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -10,6 +12,8 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from jobdeck.model import MICROS, Job, Status, now_us
+
+log = logging.getLogger("jobdeck")
 
 #: ``Prefer: wait=N`` and ``/wait?timeout=`` are clamped to / bounded by this many seconds.
 MAX_WAIT_SECONDS = 60
@@ -77,3 +81,8 @@ def prefer_wait(values: Iterable[str]) -> int | float | None:
                 return None
             return int(seconds) if seconds.is_integer() else seconds
     return None
+
+
+def log_change(job: Job, change: str) -> None:
+    """One log line per state change the API makes, in the worker's format."""
+    log.info("job %s kind=%s %s", job.id, job.kind, change)

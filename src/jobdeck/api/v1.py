@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse, Response
 
 from jobdeck.deck import Deck
 from jobdeck.errors import JobConflict, JobNotFound
-from jobdeck.model import Job, JobSpec, Status, format_time
+from jobdeck.model import JobSpec, Status, format_time
 from jobdeck.store.base import CancelEffect, JobFilter
 
 from .events import KEEPALIVE_SECONDS, add_event_routes, watch_until_terminal
 from .problems import Problem, ProblemRoute, error_problem, pydantic_problem, validation_problem
-from .render import job_response, jobs_response, prefer_wait
+from .render import job_response, jobs_response, log_change, prefer_wait
 from .schemas import NAME_REGEX, BatchRequest, JobRequest
 
 log = logging.getLogger("jobdeck")
@@ -39,11 +39,6 @@ _PROBLEM = {"content": {"application/problem+json": {}}}
 
 def _problem_doc(description: str) -> dict[str, Any]:
     return {"description": description, **_PROBLEM}
-
-
-def log_change(job: Job, change: str) -> None:
-    """One log line per state change the API makes."""
-    log.info("job %s (%s) %s", job.id, job.kind, change)
 
 
 def _label_pairs(labels: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -243,7 +238,8 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         """Delete the job and its logs: 204."""
         job = await store.get(job_id)
         await store.delete(job_id)
-        log.info("job %s (%s) deleted", job_id, job.kind if job is not None else "?")
+        if job is not None:
+            log_change(job, "deleted")
         return Response(status_code=204)
 
     @router.get(
