@@ -7,7 +7,6 @@ Messages keep the original Japanese wording; errors are problem+json with the sa
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Annotated, Any
 
@@ -22,8 +21,6 @@ from jobdeck.store.base import CancelEffect, JobFilter
 
 from .problems import Problem, ProblemRoute, error_problem
 from .render import hint_headers, log_change
-
-log = logging.getLogger("jobdeck")
 
 GREETING = "Hello Flask-API Server!\n"
 STEPS_KIND = "steps"

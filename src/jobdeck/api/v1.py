@@ -6,7 +6,6 @@ the task registry only to validate params; the API never runs job code.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -23,8 +22,6 @@ from .events import KEEPALIVE_SECONDS, add_event_routes, watch_until_terminal
 from .problems import Problem, ProblemRoute, error_problem, pydantic_problem, validation_problem
 from .render import job_response, jobs_response, log_change, prefer_wait
 from .schemas import NAME_REGEX, BatchRequest, JobRequest
-
-log = logging.getLogger("jobdeck")
 
 MAX_PAGE = 1000
 #: At most this many values per repeatable filter of ``GET /v1/jobs``.
