@@ -57,6 +57,9 @@ log = logging.getLogger("jobdeck.worker")
 
 FLUSH_SECONDS = 0.25
 PURGE_EVERY_SECONDS = 60.0
+MAINTAIN_EVERY_SECONDS = 1.0
+#: With push notifications, idle loops still look every this many seconds.
+SAFETY_POLL_SECONDS = 2.0
 PURGE_BATCH = 500
 _worker_numbers = itertools.count(1)
 
@@ -111,6 +114,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         self._last_purge = 0.0
+        self._last_maintenance = 0.0
         self._empty_claims = 0
         self._flush_lock = asyncio.Lock()
 
@@ -210,12 +214,31 @@ class Worker:
                     self._empty_claims += 1
                 if len(jobs) == free:
                     continue  # there may be more: claim again as soon as a slot frees
-                await _wait_any(
-                    hub.work_available, self._slot_freed, timeout=self.settings.poll_seconds
-                )
+                idle = await self._idle_seconds(kinds)
+                await _wait_any(hub.work_available, self._slot_freed, timeout=idle)
             else:
-                await _wait_any(self._slot_freed, timeout=self.settings.poll_seconds)
+                await _wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
             self._slot_freed.clear()
+
+    @property
+    def _safety_poll_seconds(self) -> float:
+        """How long to wait for a wake-up before looking anyway."""
+        if self.store.push_notifications:
+            return SAFETY_POLL_SECONDS
+        return self.settings.poll_seconds
+
+    async def _idle_seconds(self, kinds: Sequence[str]) -> float:
+        """How long an idle claim loop may sleep: until the next wake-up, the next delayed
+        job or the safety poll, whichever comes first."""
+        if not self.store.push_notifications:
+            return self.settings.poll_seconds
+        try:
+            due = await self.store.next_due(self.queues, kinds)
+        except StoreUnavailable:
+            return self.settings.poll_seconds
+        if due is None:
+            return SAFETY_POLL_SECONDS
+        return max(0.0, min(SAFETY_POLL_SECONDS, (due - now_us()) / MICROS))
 
     def _launch(self, job: Job) -> None:
         kind = self.registry.get(job.kind)
@@ -395,7 +418,7 @@ class Worker:
             self._fence()
             try:
                 await self.store.rescue_expired()
-                await self._purge_if_due()
+                await self._maintain_if_due()
             except StoreUnavailable as exc:
                 log.warning("worker %s: maintenance failed: %s", self.name, exc)
 
@@ -429,6 +452,13 @@ class Worker:
             if now - run.lease_renewed_at > limit:
                 self._interrupt(run, LeaseLost)
 
+    async def _maintain_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_maintenance >= MAINTAIN_EVERY_SECONDS:
+            self._last_maintenance = now
+            await self.store.maintain()
+        await self._purge_if_due()
+
     async def _purge_if_due(self) -> None:
         now = time.monotonic()
         if now - self._last_purge < PURGE_EVERY_SECONDS:
@@ -443,7 +473,12 @@ class Worker:
     async def _cancel_loop(self) -> None:
         hub = self.store.hub
         while True:
-            await _wait_any(hub.cancel_requested, timeout=self.settings.cancel_check_seconds)
+            timeout = (
+                SAFETY_POLL_SECONDS
+                if self.store.push_notifications
+                else self.settings.cancel_check_seconds
+            )
+            await _wait_any(hub.cancel_requested, timeout=timeout)
             hub.cancel_requested.clear()
             if not self.runs:
                 continue

@@ -22,7 +22,9 @@ def open_store(settings: Settings) -> Store:
 
         return SQLiteStore(sqlite_path(url), settings)
     if url.startswith(("postgresql:", "postgres:")):
-        raise ValueError("the PostgreSQL store is not available yet")
+        from jobdeck.store.postgres import PostgresStore
+
+        return PostgresStore(url, settings)
     raise ValueError(f"unsupported JOBDECK_DATABASE_URL scheme: {url!r}")
 
 

@@ -126,6 +126,9 @@ class Store(Protocol):
     """All persistence and all cross-process signalling of jobdeck."""
 
     hub: ChangeHub
+    #: True when other processes' changes reach the hub at once (PostgreSQL LISTEN/NOTIFY);
+    #: False when the hub learns of them by polling every ``JOBDECK_POLL_SECONDS``.
+    push_notifications: bool
 
     async def open(self) -> None:
         """Connect, apply pending migrations, start background listeners."""
@@ -188,6 +191,9 @@ class Store(Protocol):
     ) -> list[Job]:
         """Take up to ``limit`` runnable jobs (priority, then run_at) and lease them."""
 
+    async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
+        """The earliest ``run_at`` among queued jobs of these queues and kinds, or None."""
+
     async def heartbeat(
         self, worker: str, job_ids: Sequence[str], lease_seconds: float
     ) -> Heartbeat:
@@ -207,6 +213,9 @@ class Store(Protocol):
 
     async def unregister_worker(self, worker: str) -> None:
         """Forget a worker that shut down."""
+
+    async def maintain(self) -> None:
+        """Adapter upkeep the workers run every few seconds (e.g. folding count deltas)."""
 
 
 # --- in-process change hub ---------------------------------------------------------------

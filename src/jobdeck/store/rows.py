@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jobdeck.model import AttemptError, Job, JobError, JobSpec, Progress, Status
+from jobdeck.store.base import Stats
 
 #: The columns every adapter selects to build a Job, in this order.
 JOB_COLUMNS = (
@@ -123,3 +124,17 @@ def decode_seq_cursor(cursor: str | None) -> int:
 
 def dropped_lines_message(dropped: int) -> str:
     return f"{dropped} more log lines dropped (JOBDECK_MAX_LOG_LINES)"
+
+
+def stats_from_counts(
+    counts: Iterable[tuple[str, str, int]], workers: int, finished_last_minute: int
+) -> Stats:
+    """Stats from (queue, status, n) rows: all five statuses for every queue with jobs."""
+    queues: dict[str, dict[str, int]] = {}
+    for queue, status, n in counts:
+        queues.setdefault(queue, {s.value: 0 for s in Status})[Status(status).value] += n
+    return Stats(
+        queues={q: c for q, c in sorted(queues.items()) if any(c.values())},
+        workers=workers,
+        finished_last_minute=finished_last_minute,
+    )

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from typing import Any, TypeVar
 
 from jobdeck.errors import (
@@ -44,6 +43,7 @@ from jobdeck.store.base import (
     Stats,
     WorkerBatch,
 )
+from jobdeck.store.migrations import load_migrations
 from jobdeck.store.rows import (
     JOB_COLUMNS,
     TERMINAL_SQL,
@@ -54,6 +54,7 @@ from jobdeck.store.rows import (
     encode_cursor,
     job_from_row,
     spec_values,
+    stats_from_counts,
 )
 
 log = logging.getLogger("jobdeck.store")
@@ -204,6 +205,8 @@ DELETE FROM jobs WHERE id IN (
 class SQLiteStore:
     """The :class:`~jobdeck.store.base.Store` on one SQLite file."""
 
+    push_notifications = False
+
     def __init__(self, path: str, settings: Settings | None = None) -> None:
         self.path = path
         self.settings = settings if settings is not None else Settings()
@@ -330,7 +333,7 @@ class SQLiteStore:
                 conn.close()
 
     async def migrate(self) -> int:
-        migrations = _migrations()
+        migrations = load_migrations("sqlite")
 
         def apply(conn: sqlite3.Connection) -> int:
             conn.execute(
@@ -563,10 +566,7 @@ class SQLiteStore:
     async def stats(self) -> Stats:
         def select(conn: sqlite3.Connection) -> Stats:
             now = now_us()
-            queues: dict[str, dict[str, int]] = {}
-            for row in conn.execute("SELECT queue, status, n FROM queue_counts"):
-                counts = queues.setdefault(row["queue"], dict.fromkeys(Status, 0))
-                counts[Status(row["status"])] = row["n"]
+            counts = [tuple(r) for r in conn.execute("SELECT queue, status, n FROM queue_counts")]
             alive_since = now - int(self.settings.lease_seconds * MICROS)
             workers = conn.execute(
                 "SELECT count(*) FROM workers WHERE last_seen >= ?", (alive_since,)
@@ -574,15 +574,7 @@ class SQLiteStore:
             finished = conn.execute(
                 "SELECT count(*) FROM jobs WHERE finished_at >= ?", (now - 60 * MICROS,)
             ).fetchone()[0]
-            return Stats(
-                queues={
-                    q: {s.value: n for s, n in counts.items()}
-                    for q, counts in sorted(queues.items())
-                    if any(counts.values())
-                },
-                workers=workers,
-                finished_last_minute=finished,
-            )
+            return stats_from_counts(counts, workers, finished)
 
         return await self._read(select)
 
@@ -630,6 +622,16 @@ class SQLiteStore:
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         self._changed([j.id for j in jobs])
         return jobs
+
+    async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
+        sql = (
+            "SELECT min(run_at) FROM jobs WHERE status = 'queued'"
+            f" AND queue IN ({_marks(len(queues))}) AND kind IN ({_marks(len(kinds))})"
+        )
+        return await self._read(lambda conn: conn.execute(sql, [*queues, *kinds]).fetchone()[0])
+
+    async def maintain(self) -> None:
+        """Nothing to do: SQLite keeps its counts exact in triggers."""
 
     async def heartbeat(
         self, worker: str, job_ids: Sequence[str], lease_seconds: float
@@ -812,15 +814,6 @@ def _append_logs(conn: sqlite3.Connection, batch: WorkerBatch, max_lines: int) -
                     dropped_lines_message(total - max_lines),
                 ),
             )
-
-
-def _migrations() -> dict[int, str]:
-    folder = resources.files("jobdeck.store") / "migrations" / "sqlite"
-    found = {}
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found[int(entry.name.split("_", 1)[0])] = entry.read_text(encoding="utf-8")
-    return found
 
 
 def _statements(script: str) -> list[str]:
