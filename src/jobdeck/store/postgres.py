@@ -59,6 +59,7 @@ from jobdeck.store.rows import (
 try:
     import psycopg
     from psycopg.rows import dict_row
+    from psycopg.types.string import TextLoader
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -347,6 +348,7 @@ class PostgresStore:
             min_size=1,
             max_size=POOL_SIZE,
             kwargs={"row_factory": dict_row, "prepare_threshold": None},
+            configure=_configure,
             open=False,
             name=f"jobdeck-{self.schema}",
         )
@@ -941,6 +943,11 @@ _STATEMENTS = {
     "counts": COUNTS,
     "fold_counts": FOLD_COUNTS,
 }
+
+
+async def _configure(conn: Conn) -> None:
+    """jsonb comes back as its text, as SQLite's TEXT does: one decoder for both adapters."""
+    conn.adapters.register_loader("jsonb", TextLoader)
 
 
 def _payload(ids: list[str], work: bool, cancel: bool) -> str:
