@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from jobdeck.errors import SchemaTooNew
 from jobdeck.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -30,13 +31,25 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """API and (unless ``--no-worker``) an embedded worker, under uvicorn."""
+    """API and (unless ``--no-worker``) an embedded worker, under uvicorn; with
+    ``--workers N`` (N >= 2), N API processes under gunicorn and one worker process."""
+    settings = _settings(args)
+    requested = getattr(args, "workers", None)
+    web_workers = 1 if requested is None else requested
+    if web_workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if web_workers > 1:
+        from jobdeck.supervisor import serve_many
+
+        # Once here, so that the N API processes and the worker find the schema ready.
+        logging.getLogger("jobdeck.serve").info("schema version %d", _migrate(settings))
+        return serve_many(settings, web_workers)
+
     import uvicorn
 
     from jobdeck.api import create_app
     from jobdeck.deck import Deck
 
-    settings = _settings(args)
     app = create_app(Deck(settings))
     # uvicorn drains on SIGTERM, then raises the signal again: make that an exit with 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -78,11 +91,9 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate(args: argparse.Namespace) -> int:
-    """Apply pending migrations and print the schema version."""
+def _migrate(settings: Settings) -> int:
+    """Apply pending migrations; return the schema version."""
     from jobdeck.store import open_store
-
-    settings = _settings(args)
 
     async def main() -> int:
         store = open_store(settings)
@@ -92,8 +103,12 @@ def migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    version = asyncio.run(main())
-    print(f"schema version {version}")
+    return asyncio.run(main())
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations and print the schema version."""
+    print(f"schema version {_migrate(_settings(args))}")
     return 0
 
 
@@ -112,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve_parser.add_argument(
         "--no-worker", action="store_true", help="serve the API alone, run no jobs"
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N API processes under gunicorn (N >= 2), jobs in one separate worker process",
     )
     serve_parser.add_argument("--concurrency", type=int, help="jobs run at once")
     serve_parser.add_argument("--queue", action="append", help="queue to take jobs from")
@@ -136,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     try:
         return args.handler(args)
-    except ValueError as exc:
+    except (ValueError, SchemaTooNew) as exc:
         print(f"jobdeck: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
