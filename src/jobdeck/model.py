@@ -317,6 +317,8 @@ class Outcome:
     error: JobError | None = None
     retry_at: int | None = None
     finished_at: int = 0
+    #: The attempt that ended; a late outcome of an earlier attempt changes nothing.
+    attempt: int | None = None
 
 
 def backoff_seconds(attempt: int, base: float, maximum: float, jitter: float) -> float:

@@ -1,12 +1,13 @@
 """The worker: claims jobs, runs them with bounded concurrency, and reports how they ended.
 
-Four loops share one asyncio event loop:
+Five loops share one asyncio event loop:
 
 - *claim*: takes as many runnable jobs as there are free slots, in one round trip, whenever
   the store's hub says work may be there (or every ``JOBDECK_POLL_SECONDS``);
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
-  jobs whose lease expired elsewhere, purges old finished jobs; a worker that cannot renew
-  a lease in time stops the run itself, before anyone else can claim it;
+  jobs whose lease expired elsewhere, purges old finished jobs;
+- *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
+  itself, before anyone else can claim the job;
 - *cancel*: asks the store which running jobs were asked to stop, whenever the hub says so
   or every ``JOBDECK_CANCEL_CHECK_SECONDS``;
 - *flush*: writes progress, log lines and finished runs in batches, one transaction each.
@@ -129,6 +130,7 @@ class Worker:
             asyncio.create_task(self._lease_loop(), name="jobdeck-lease"),
             asyncio.create_task(self._cancel_loop(), name="jobdeck-cancel"),
             asyncio.create_task(self._flush_loop(), name="jobdeck-flush"),
+            asyncio.create_task(self._fence_loop(), name="jobdeck-fence"),
         ]
         log.info(
             "worker %s started: queues=%s concurrency=%d",
@@ -157,7 +159,8 @@ class Worker:
             if still_running:
                 await asyncio.wait(still_running)
         if self._loops:
-            _, lease_loop, cancel_loop, flush_loop = self._loops
+            _, lease_loop, cancel_loop, flush_loop, fence_loop = self._loops
+            await _cancel_and_wait(fence_loop)
             await _cancel_and_wait(lease_loop)
             await _cancel_and_wait(cancel_loop)
             async with self._flush_lock:  # never cut a write short: its batch would be lost
@@ -342,7 +345,9 @@ class Worker:
         return self._outcome(run, OutcomeKind.FAILED, error=error, retry_at=retry_at)
 
     def _outcome(self, run: Run, kind: OutcomeKind, **values: Any) -> Outcome:
-        return Outcome(run.job.id, self.name, kind, finished_at=now_us(), **values)
+        return Outcome(
+            run.job.id, self.name, kind, finished_at=now_us(), attempt=run.job.attempt, **values
+        )
 
     def _finish(self, run: Run, outcome: Outcome | None) -> None:
         self._collect(run)
@@ -414,13 +419,19 @@ class Worker:
             await asyncio.sleep(tick)
             if time.monotonic() - last_renewal >= renew_every - tick / 2:
                 last_renewal = time.monotonic()
-                await self._renew_leases(timeout=renew_every)
-            self._fence()
+                await self._renew_leases(timeout=self.settings.lease_seconds / 2)
             try:
                 await self.store.rescue_expired()
                 await self._maintain_if_due()
             except StoreUnavailable as exc:
                 log.warning("worker %s: maintenance failed: %s", self.name, exc)
+
+    async def _fence_loop(self) -> None:
+        """Check the fence on a clock of its own: a stalled store call must not delay it."""
+        tick = min(self.settings.lease_seconds / 3, 1.0) / 4
+        while True:
+            await asyncio.sleep(tick)
+            self._fence()
 
     async def _renew_leases(self, timeout: float) -> None:
         held = list(self.runs)
@@ -430,7 +441,7 @@ class Worker:
             async with asyncio.timeout(timeout):
                 beat = await self.store.heartbeat(self.name, held, self.settings.lease_seconds)
         except (StoreUnavailable, TimeoutError) as exc:
-            log.warning("worker %s: heartbeat failed: %s", self.name, exc or "timed out")
+            log.warning("worker %s: heartbeat failed: %s", self.name, str(exc) or "timed out")
             return
         for job_id in held:
             run = self.runs.get(job_id)

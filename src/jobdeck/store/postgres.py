@@ -166,6 +166,7 @@ SET status = CASE
     lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
 FROM o
 WHERE j.id = %(id)s AND j.worker = %(worker)s AND j.status = 'running'
+      AND (%(attempt)s::int IS NULL OR j.attempt = %(attempt)s::int)
 RETURNING j.id, j.status
 """
 
@@ -177,6 +178,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     run_at = CASE WHEN cancel_requested THEN run_at ELSE %(now)s::bigint END,
     lease_expires_at = NULL, updated_at = %(now)s, version = version + 1
 WHERE id = %(id)s AND worker = %(worker)s AND status = 'running'
+      AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
 RETURNING id, status
 """
 
@@ -788,7 +790,14 @@ class PostgresStore:
             hand_backs = []
             for outcome in batch.outcomes:
                 if outcome.kind is OutcomeKind.HANDED_BACK:
-                    hand_backs.append({"id": outcome.job_id, "worker": batch.worker, "now": now})
+                    hand_backs.append(
+                        {
+                            "id": outcome.job_id,
+                            "worker": batch.worker,
+                            "now": now,
+                            "attempt": outcome.attempt,
+                        }
+                    )
                     continue
                 error = outcome.error
                 finishes.append(
@@ -803,6 +812,7 @@ class PostgresStore:
                         "retry_at": outcome.retry_at,
                         "finished_at": outcome.finished_at or now,
                         "now": now,
+                        "attempt": outcome.attempt,
                     }
                 )
             for statement, rows in (("finish", finishes), ("hand_back", hand_backs)):

@@ -137,6 +137,7 @@ SET status = CASE
     lease_expires_at = NULL, updated_at = :now,
     version = version + 1
 WHERE id = :id AND worker = :worker AND status = 'running'
+      AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, status
 """
 
@@ -148,6 +149,7 @@ SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
     run_at = CASE WHEN cancel_requested THEN run_at ELSE :now END,
     lease_expires_at = NULL, updated_at = :now, version = version + 1
 WHERE id = :id AND worker = :worker AND status = 'running'
+      AND (:attempt IS NULL OR attempt = :attempt)
 RETURNING id, status
 """
 
@@ -683,7 +685,13 @@ class SQLiteStore:
             for outcome in batch.outcomes:
                 if outcome.kind is OutcomeKind.HANDED_BACK:
                     row = conn.execute(
-                        HAND_BACK, {"id": outcome.job_id, "worker": batch.worker, "now": now}
+                        HAND_BACK,
+                        {
+                            "id": outcome.job_id,
+                            "worker": batch.worker,
+                            "now": now,
+                            "attempt": outcome.attempt,
+                        },
                     ).fetchone()
                 else:
                     error = outcome.error
@@ -702,6 +710,7 @@ class SQLiteStore:
                             "retry_at": outcome.retry_at,
                             "finished_at": outcome.finished_at or now,
                             "now": now,
+                            "attempt": outcome.attempt,
                         },
                     ).fetchone()
                 if row is not None:
