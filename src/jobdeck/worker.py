@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobdeck.aio import cancel_and_wait, wait_any
 from jobdeck.errors import (
     JobCancelled,
     JobInterrupted,
@@ -160,11 +161,11 @@ class Worker:
                 await asyncio.wait(still_running)
         if self._loops:
             _, lease_loop, cancel_loop, flush_loop, fence_loop = self._loops
-            await _cancel_and_wait(fence_loop)
-            await _cancel_and_wait(lease_loop)
-            await _cancel_and_wait(cancel_loop)
+            await cancel_and_wait(fence_loop)
+            await cancel_and_wait(lease_loop)
+            await cancel_and_wait(cancel_loop)
             async with self._flush_lock:  # never cut a write short: its batch would be lost
-                await _cancel_and_wait(flush_loop)
+                await cancel_and_wait(flush_loop)
             self._loops = []
         await self._flush()
         with contextlib.suppress(Exception):
@@ -218,9 +219,9 @@ class Worker:
                 if len(jobs) == free:
                     continue  # there may be more: claim again as soon as a slot frees
                 idle = await self._idle_seconds(kinds)
-                await _wait_any(hub.work_available, self._slot_freed, timeout=idle)
+                await wait_any(hub.work_available, self._slot_freed, timeout=idle)
             else:
-                await _wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
+                await wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
             self._slot_freed.clear()
 
     @property
@@ -402,7 +403,7 @@ class Worker:
 
     async def _flush_loop(self) -> None:
         while True:
-            await _wait_any(self._outcome_ready, timeout=FLUSH_SECONDS)
+            await wait_any(self._outcome_ready, timeout=FLUSH_SECONDS)
             self._outcome_ready.clear()
             try:
                 await self._flush()
@@ -489,7 +490,7 @@ class Worker:
                 if self.store.push_notifications
                 else self.settings.cancel_check_seconds
             )
-            await _wait_any(hub.cancel_requested, timeout=timeout)
+            await wait_any(hub.cancel_requested, timeout=timeout)
             hub.cancel_requested.clear()
             if not self.runs:
                 continue
@@ -506,21 +507,3 @@ class Worker:
 
 def _call_sync(function: Any, arguments: dict[str, Any]) -> Any:
     return function(**arguments)
-
-
-async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
-    """Wait until one of ``events`` is set or ``timeout`` seconds pass."""
-    if any(e.is_set() for e in events):
-        return
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

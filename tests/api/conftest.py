@@ -1,4 +1,8 @@
-"""Fixtures of the API tests: a real Deck on a SQLite file, the app in-process over httpx.
+"""Fixtures of the API tests: a real Deck on a fresh database, the app in-process over httpx.
+
+Every test that uses the deck runs once per backend of :data:`backends.BACKENDS`: the
+``settings`` fixture points at ``fresh_database`` (one database per test); modules that share
+one deck build it on ``module_database`` (one per module and backend) with ``api_kit``.
 
 ``client`` serves the app with the store only (jobs stay queued until a test changes them);
 ``wclient`` also runs the embedded worker with short intervals. Both register a few small
@@ -13,7 +17,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from backends import Database
 from jobdeck.api import create_app
 from jobdeck.deck import Deck
 from jobdeck.settings import Settings
@@ -57,11 +61,10 @@ def register_test_kinds(deck: Deck) -> None:
         return lines
 
 
-def make_settings(directory: Path, **changes: Any) -> Settings:
-    """Settings on a fresh SQLite file in ``directory``, with short intervals so that tests
-    with a worker stay fast."""
+def make_settings(database: Database, **changes: Any) -> Settings:
+    """Settings on ``database``, with short intervals so that tests with a worker stay fast;
+    ``changes`` override any of them."""
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{directory}/t.db",
         "lease_seconds": 1,
         "poll_seconds": 0.01,
         "cancel_check_seconds": 0.05,
@@ -70,8 +73,7 @@ def make_settings(directory: Path, **changes: Any) -> Settings:
         "shutdown_grace_seconds": 0.2,
         "queues": ("default", "slow"),
     }
-    values.update(changes)
-    return Settings(**values)
+    return database.configure(Settings(**values)).with_(**changes)
 
 
 def make_deck(settings: Settings) -> Deck:
@@ -97,20 +99,20 @@ async def serving(
 
 @pytest.fixture(scope="session")
 def api_kit() -> SimpleNamespace:
-    """Builders for module-scoped fixtures: ``settings(dir, **changes)``, ``deck(settings)``,
-    ``serving(deck, app=None, worker=False)``."""
+    """Builders for module-scoped fixtures: ``settings(module_database, **changes)``,
+    ``deck(settings)``, ``serving(deck, app=None, worker=False)``."""
     return SimpleNamespace(settings=make_settings, deck=make_deck, serving=serving)
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings on a fresh SQLite file, short intervals."""
-    return make_settings(tmp_path)
+def settings(fresh_database: Database) -> Settings:
+    """Settings on a fresh database of each backend in turn, short intervals."""
+    return make_settings(fresh_database)
 
 
 @pytest.fixture
 def deck(settings: Settings) -> Deck:
-    """A deck on a fresh SQLite file, with the test kinds; not started."""
+    """A deck on a fresh database, with the test kinds; not started."""
     return make_deck(settings)
 
 

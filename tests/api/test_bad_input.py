@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from backends import Database
 from jobdeck.api import create_app
 from jobdeck.deck import Deck
 from jobdeck.settings import Settings
@@ -29,10 +29,10 @@ MAX_BODY = 4000
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, api_kit: SimpleNamespace) -> Settings:
-    """Small size limits, so that over-large documents are cheap to build."""
-    directory = tmp_path_factory.mktemp("bad-input")
-    return api_kit.settings(directory, max_params_bytes=MAX_PARAMS, max_body_bytes=MAX_BODY)
+def settings(module_database: Database, api_kit: SimpleNamespace) -> Settings:
+    """Small size limits, so that over-large documents are cheap to build; one database per
+    module and backend."""
+    return api_kit.settings(module_database, max_params_bytes=MAX_PARAMS, max_body_bytes=MAX_BODY)
 
 
 @pytest.fixture(scope="module")
@@ -275,9 +275,9 @@ async def test_unknown_routes_and_methods(client: httpx.AsyncClient, problem: Pr
 
 
 async def test_a_store_that_does_not_answer_is_503(
-    tmp_path: Path, api_kit: SimpleNamespace, problem: ProblemCheck
+    fresh_database: Database, api_kit: SimpleNamespace, problem: ProblemCheck
 ) -> None:
-    app = create_app(api_kit.deck(api_kit.settings(tmp_path)))  # not started: no store
+    app = create_app(api_kit.deck(api_kit.settings(fresh_database)))  # not started: no store
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         problem(await client.get("/ready"), 503)

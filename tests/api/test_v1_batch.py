@@ -10,6 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from backends import Database
 from jobdeck.deck import Deck
 from jobdeck.store.base import JobFilter
 
@@ -23,8 +24,9 @@ Count = Callable[[], Awaitable[int]]
 
 
 @pytest.fixture(scope="module")
-def deck(tmp_path_factory: pytest.TempPathFactory, api_kit: SimpleNamespace) -> Deck:
-    return api_kit.deck(api_kit.settings(tmp_path_factory.mktemp("batch")))
+def deck(module_database: Database, api_kit: SimpleNamespace) -> Deck:
+    """One deck for the module, on each backend in turn."""
+    return api_kit.deck(api_kit.settings(module_database))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

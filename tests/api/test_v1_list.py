@@ -10,6 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from backends import Database
 from jobdeck.deck import Deck
 
 # One deck for the whole module: the tests only read the jobs of the ``jobs`` fixture.
@@ -19,8 +20,9 @@ ProblemCheck = Callable[[httpx.Response, int], dict[str, Any]]
 
 
 @pytest.fixture(scope="module")
-def deck(tmp_path_factory: pytest.TempPathFactory, api_kit: SimpleNamespace) -> Deck:
-    return api_kit.deck(api_kit.settings(tmp_path_factory.mktemp("list")))
+def deck(module_database: Database, api_kit: SimpleNamespace) -> Deck:
+    """One deck for the module, on each backend in turn."""
+    return api_kit.deck(api_kit.settings(module_database))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

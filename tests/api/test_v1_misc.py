@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from backends import Database
 from jobdeck.api.render import prefer_wait, retry_after
 from jobdeck.deck import Deck
 from jobdeck.model import MICROS, now_us
@@ -166,14 +166,18 @@ async def test_the_app_lifespan_runs_the_deck(deck: Deck) -> None:
 
 
 def test_create_app_without_a_deck_reads_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from jobdeck.api import create_app
 
-    url = f"sqlite:///{tmp_path}/env.db"
-    monkeypatch.setenv("JOBDECK_DATABASE_URL", url)
+    monkeypatch.setenv("JOBDECK_DATABASE_URL", fresh_database.database_url)
+    if fresh_database.pg_schema is not None:
+        monkeypatch.setenv("JOBDECK_PG_SCHEMA", fresh_database.pg_schema)
     monkeypatch.setenv("JOBDECK_MAX_STREAMS_PER_CLIENT", "7")
     app = create_app(compat=False)
-    assert app.state.deck.settings.database_url == url
+    assert app.state.deck.settings.database_url == fresh_database.database_url
+    if fresh_database.pg_schema is not None:
+        assert app.state.deck.settings.pg_schema == fresh_database.pg_schema
+    assert isinstance(app.state.deck.store, fresh_database.backend.store_class())
     assert app.state.deck.settings.max_streams_per_client == 7
     assert "/get_job/{job_id}" not in app.openapi()["paths"]

@@ -83,7 +83,7 @@ def wait_until(
 
 
 class JobdeckProcess:
-    """One running ``jobdeck`` command, its output going to files."""
+    """One running ``jobdeck`` command (or another ``program``), its output going to files."""
 
     def __init__(
         self,
@@ -94,9 +94,12 @@ class JobdeckProcess:
         *,
         base_url: str | None = None,
         grace_seconds: float = 2.0,
+        program: Path = JOBDECK,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.args = args
+        self.program = program
         self.base_url = base_url
         self.grace_seconds = grace_seconds
         self.stdout_path = log_dir / f"{name}.stdout"
@@ -104,12 +107,12 @@ class JobdeckProcess:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             # The child keeps its own copies of the descriptors; ours close right away.
             self.popen = subprocess.Popen(
-                [str(JOBDECK), *args],
+                [str(program), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 env=dict(env),
-                cwd=log_dir,
+                cwd=cwd if cwd is not None else log_dir,
                 start_new_session=True,
             )
 
@@ -142,7 +145,7 @@ class JobdeckProcess:
         )
         status = "running" if self.returncode is None else f"exit status {self.returncode}"
         return (
-            f"$ jobdeck {' '.join(self.args)}  [pid {self.pid}, {status}]\n"
+            f"$ {self.program.name} {' '.join(self.args)}  [pid {self.pid}, {status}]\n"
             f"--- stdout ---\n{self.stdout()}--- stderr ---\n{skipped}{tail}"
         )
 
@@ -192,6 +195,21 @@ class JobdeckProcess:
 
         wait_until(healthy, timeout=timeout, what=f"{self.name} healthy", interval=0.05)
 
+    def session_pids(self) -> list[int]:
+        """Live processes of this process's session (it and everything it started, however
+        deep, unless they left the session); zombies are not counted."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # gone meanwhile
+            # pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses.
+            fields = text[text.rindex(")") + 2 :].split()
+            if fields[0] != "Z" and int(fields[3]) == self.pid:
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
     def _check_alive(self) -> None:
         if self.popen.poll() is not None:
             pytest.fail(f"{self.name} exited early\n{self.describe()}")
@@ -205,17 +223,21 @@ class Launcher:
         self.db_path = tmp_path / "jobdeck.db"
         self.processes: list[JobdeckProcess] = []
         self._names: dict[str, int] = {}
+        #: ``JOBDECK_*`` settings every process gets, over the defaults and the SQLite file:
+        #: e.g. ``JOBDECK_DATABASE_URL`` and ``JOBDECK_PG_SCHEMA`` of a PostgreSQL database.
+        self.settings: dict[str, str] = {}
 
     @property
     def database_url(self) -> str:
-        """``sqlite:////absolute/path/jobdeck.db``."""
-        return f"sqlite:///{self.db_path}"
+        """``sqlite:////absolute/path/jobdeck.db``, unless :attr:`settings` names another."""
+        return self.settings.get("JOBDECK_DATABASE_URL", f"sqlite:///{self.db_path}")
 
     def env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a child: this one without ``JOBDECK_*``, plus the test settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBDECK_")}
         env.update(FAST_SETTINGS)
         env["JOBDECK_DATABASE_URL"] = self.database_url
+        env.update(self.settings)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(overrides or {})
         return env
@@ -232,15 +254,31 @@ class Launcher:
         base_url: str | None = None,
     ) -> JobdeckProcess:
         """Start ``jobdeck <command> <args>`` in the background."""
+        return self.spawn(JOBDECK, command, [command, *args], env=env, base_url=base_url)
+
+    def spawn(
+        self,
+        program: Path,
+        name: str,
+        args: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+        cwd: Path | None = None,
+    ) -> JobdeckProcess:
+        """Start ``program <args>`` in the background (in ``cwd``, default the test's
+        directory), with the environment of :meth:`env`; ``name`` names its output files."""
         full_env = self.env(env)
         grace = float(full_env["JOBDECK_SHUTDOWN_GRACE_SECONDS"])
         process = JobdeckProcess(
-            self._name(command),
-            [command, *args],
+            self._name(name),
+            args,
             full_env,
             self.dir,
             base_url=base_url,
             grace_seconds=grace,
+            program=program,
+            cwd=cwd,
         )
         self.processes.append(process)
         return process
@@ -291,7 +329,7 @@ class Launcher:
 
     def report(self) -> list[tuple[str, str]]:
         """``(title, text)`` for every process started, for the report of a failed test."""
-        return [(f"jobdeck process {p.name}", p.describe()) for p in self.processes]
+        return [(f"{p.program.name} process {p.name}", p.describe()) for p in self.processes]
 
     def stop_all(self) -> None:
         """SIGTERM to every process still running, then SIGKILL to those that outlive

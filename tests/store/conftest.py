@@ -1,25 +1,26 @@
 """Fixtures of the storage conformance suite.
 
-Every test in ``test_conformance_*.py`` runs once per backend in :data:`BACKENDS` and speaks
-only the :class:`~jobdeck.store.base.Store` protocol. Adding an adapter is one entry there.
+Every test in ``test_conformance_*.py`` runs once per backend of :data:`backends.BACKENDS`
+(through the ``fresh_database`` fixture of ``tests/conftest.py``) and speaks only the
+:class:`~jobdeck.store.base.Store` protocol. Adding an adapter is one entry there.
 
 A test that needs something not every backend offers declares it with
-``@pytest.mark.requires_capability("name")``; the ``database`` fixture skips it on a backend
-that does not list that capability. Tests never skip by hand.
+``@pytest.mark.requires_capability("name")`` (see :data:`backends.CAPABILITIES`); it is
+skipped on a backend whose adapter does not declare that capability. Tests never skip by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
 
+from backends import Database
 from jobdeck.model import Job, JobError, JobSpec, Outcome, OutcomeKind, new_job_id, now_us
 from jobdeck.settings import Settings
+from jobdeck.store import open_store
 from jobdeck.store.base import Store, WorkerBatch
 
 #: Settings of every store under test: short intervals so that waiting tests stay fast.
@@ -28,86 +29,32 @@ TEST_SETTINGS = Settings(lease_seconds=0.5, poll_seconds=0.01, cancel_check_seco
 #: A lease that outlives any test.
 LONG_LEASE = 30.0
 
-#: ``push_notifications``: changes made through one store object reach another store object on
-#: the same database at once (``hub.work_available``, ``hub.cancel_requested``), not only by
-#: polling. PostgreSQL has it (LISTEN/NOTIFY); SQLite across connections does not.
-CAPABILITIES = frozenset({"push_notifications"})
 
-
-@dataclass(frozen=True)
-class Backend:
-    """One storage adapter: how to get a fresh empty database and a store object on it."""
-
-    name: str
-    capabilities: frozenset[str]
-    #: ``fresh_database(tmp_path, settings)`` enters a fresh empty database and yields the
-    #: settings that point at it.
-    fresh_database: Callable[[Path, Settings], AbstractContextManager[Settings]]
-    #: ``make_store(settings)``: a store object on that database, not yet opened.
-    make_store: Callable[[Settings], Store]
-    #: Why this backend cannot run here (e.g. no server configured), or None.
-    unavailable: Callable[[], str | None] = lambda: None
-
-
-@contextmanager
-def _sqlite_database(tmp_path: Path, settings: Settings) -> Iterator[Settings]:
-    yield settings.with_(database_url=f"sqlite:///{tmp_path / 'jobdeck.db'}")
-
-
-def _sqlite_store(settings: Settings) -> Store:
-    from jobdeck.store.sqlite import SQLiteStore
-
-    return SQLiteStore(settings.database_url.removeprefix("sqlite:///"), settings)
-
-
-BACKENDS: dict[str, Backend] = {
-    "sqlite": Backend("sqlite", frozenset(), _sqlite_database, _sqlite_store),
-}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "requires_capability(*names): run only on store backends declaring these capabilities",
-    )
-
-
-@dataclass(frozen=True)
-class Database:
-    """A fresh database of one backend, and the settings that point at it."""
-
-    backend: Backend
-    settings: Settings
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+@pytest.fixture
+def database(fresh_database: Database) -> Database:
     """A fresh, empty database of each backend in turn."""
-    backend = BACKENDS[request.param]
-    reason = backend.unavailable()
-    if reason is not None:
-        pytest.skip(f"{backend.name}: {reason}")
-    required: set[str] = set()
-    for marker in request.node.iter_markers("requires_capability"):
-        required.update(marker.args)
-    unknown = required - CAPABILITIES
-    assert not unknown, f"undeclared capabilities {sorted(unknown)}"
-    missing = required - backend.capabilities
-    if missing:
-        pytest.skip(f"{backend.name} lacks {', '.join(sorted(missing))}")
-    with backend.fresh_database(tmp_path, TEST_SETTINGS) as settings:
-        yield Database(backend, settings)
+    return fresh_database
 
 
 @asynccontextmanager
 async def opened_store(database: Database) -> AsyncIterator[Store]:
-    """A store object on ``database``, opened for the block and closed after it."""
-    store = database.backend.make_store(database.settings)
+    """A store object on ``database`` (``open_store`` picks the adapter from the URL), opened
+    for the block and closed after it."""
+    store = open_store(database.configure(TEST_SETTINGS))
+    adapter = database.backend.store_class()
+    assert isinstance(store, adapter), f"open_store gave {type(store)}, not {adapter}"
     await store.open()
     try:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+def store_on() -> Callable[[Database], AbstractAsyncContextManager[Store]]:
+    """``async with store_on(database) as store:`` another store object, opened for the block
+    (a store of another process, or of the same process after a restart)."""
+    return opened_store
 
 
 @pytest.fixture

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
+from backends import Database
 from jobdeck.model import MICROS, Job, JobSpec, OutcomeKind, Progress, Status, now_us
 from jobdeck.store.base import ProgressUpdate, Store, WorkerBatch
 
@@ -11,6 +15,7 @@ SpecFactory = Callable[..., JobSpec]
 JobFactory = Callable[..., Awaitable[Job]]
 Finisher = Callable[..., Awaitable[Job | None]]
 Rescuer = Callable[..., Awaitable[dict[str, Job]]]
+StoreOn = Callable[[Database], AbstractAsyncContextManager[Store]]
 
 SHORT_LEASE = 0.2
 LONG_LEASE = 30.0
@@ -100,6 +105,35 @@ async def test_claim_takes_the_best_jobs_up_to_limit(store: Store, add: JobFacto
     assert {j.id for j in rest} == {j.id for j in jobs[:3]}
     assert all(j.worker == "w2" and j.status is Status.RUNNING for j in rest)
     assert await store.claim("w3", ["q1"], ["steps"], 10, LONG_LEASE) == []
+
+
+async def test_store_objects_claiming_at_once_never_share_a_job(
+    database: Database, store: Store, store_on: StoreOn, make_spec: SpecFactory
+) -> None:
+    """Four store objects on one database (four processes, in effect) claim 1-7 jobs at a
+    time, all at once, until 300 jobs are gone: each job is claimed exactly once."""
+    specs = [make_spec(queue="race") for _ in range(300)]
+    await store.enqueue(specs)
+
+    async def drain(claimer: Store, worker: str) -> list[str]:
+        claimed: list[str] = []
+        size = 1
+        while jobs := await claimer.claim(worker, ["race"], ["steps"], size, LONG_LEASE):
+            claimed.extend(job.id for job in jobs)
+            assert all(job.worker == worker for job in jobs)
+            size = size % 7 + 1
+        return claimed
+
+    async with store_on(database) as b, store_on(database) as c, store_on(database) as d:
+        claims = await asyncio.gather(
+            drain(store, "w0"), drain(b, "w1"), drain(c, "w2"), drain(d, "w3")
+        )
+    counts = Counter(job_id for claimed in claims for job_id in claimed)
+    assert {job_id: n for job_id, n in counts.items() if n > 1} == {}
+    assert set(counts) == {spec.id for spec in specs}
+    owners = {job_id: f"w{n}" for n, claimed in enumerate(claims) for job_id in claimed}
+    for job_id, worker in owners.items():
+        assert (await current(store, job_id)).worker == worker
 
 
 async def test_leased_job_is_not_claimed_again(store: Store, start: JobFactory) -> None:

@@ -17,7 +17,7 @@ from jobdeck.model import (
     Status,
     now_us,
 )
-from jobdeck.store.base import LogLine, NewLogLine, ProgressUpdate, Store, WorkerBatch
+from jobdeck.store.base import JobFilter, LogLine, NewLogLine, ProgressUpdate, Store, WorkerBatch
 
 JobFactory = Callable[..., Awaitable[Job]]
 Finisher = Callable[..., Awaitable[Job | None]]
@@ -204,6 +204,26 @@ async def test_succeeded_stores_result_and_finished_at(
     assert_between(done.finished_at, before, after)
     assert done.version > job.version
     assert (done.worker, done.attempt, done.error) == ("w1", 1, None)
+
+
+#: Results of every JSON type, including strings that read as other JSON documents.
+RESULTS: list[object] = [None, True, False, 0, -7, 2.5, "", "done", "5", "null", '{"a": 1}']
+RESULTS += ["ジョブ", [], [1, "x"], {}, {"nested": {"a": [None, 1.5, "s"]}}]
+
+
+async def test_every_json_result_reads_back_as_stored(
+    store: Store, start: JobFactory, finish: Finisher
+) -> None:
+    """A result of any JSON type reads back equal and of the same type, by get and by list:
+    a string stays a string, whatever it contains."""
+    for result in RESULTS:
+        job = await start(worker="w1")
+        done = await finish(job, OutcomeKind.SUCCEEDED, result=result)
+        assert done is not None
+        assert (done.result, type(done.result)) == (result, type(result)), "get"
+        page = await store.list(JobFilter(queues=(job.queue,)), 10, None)
+        [listed] = page.items
+        assert (listed.result, type(listed.result)) == (result, type(result)), "list"
 
 
 async def test_failed_with_attempts_left_is_requeued_at_retry_at(

@@ -1,5 +1,10 @@
 """SQLite only: several processes claim from one database file, and no job is claimed twice.
 
+It stays SQLite-only on purpose: it opens ``SQLiteStore`` on a file by path in child
+processes, to test SQLite's locking across processes. Several store objects claiming from
+one database at once, on every backend, is ``test_conformance_claim.py::
+test_store_objects_claiming_at_once_never_share_a_job``.
+
 The test runs this file as a script in each child process (``python this_file.py DB WORKER``):
 the child opens its own SQLiteStore, says ``ready``, waits for ``go`` on stdin, then claims and
 completes jobs until the queue is empty, and prints what it claimed as JSON on its last line.

@@ -1,6 +1,7 @@
 """Fixtures of the worker tests: a Deck on a fresh database of each backend, and workers on it.
 
-Every test here runs once per entry of :data:`BACKENDS` and reaches the database only through
+Every test here runs once per backend of :data:`backends.BACKENDS` (through the
+``fresh_database`` fixture of ``tests/conftest.py``) and reaches the database only through
 the :class:`~jobdeck.store.base.Store` port (``deck.store``), so that adding an adapter is one
 entry there. Waits are polls with a deadline (``wait_for``, ``wait_status``) or events, never
 bare sleeps.
@@ -12,12 +13,11 @@ import asyncio
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from backends import Database
 from jobdeck.deck import Deck
 from jobdeck.model import Job, Status
 from jobdeck.settings import Settings
@@ -37,28 +37,16 @@ WORKER_SETTINGS = Settings(
 )
 
 
-@contextmanager
-def _sqlite_database(tmp_path: Path, settings: Settings) -> Iterator[Settings]:
-    yield settings.with_(database_url=f"sqlite:///{tmp_path}/w.db")
-
-
-#: ``name -> fresh_database(tmp_path, settings)``: enters a fresh empty database and yields the
-#: settings pointing at it (``Deck`` opens the store from ``settings.database_url``).
-BACKENDS: dict[str, Callable[[Path, Settings], AbstractContextManager[Settings]]] = {
-    "sqlite": _sqlite_database,
-}
-
 DeckFactory = Callable[..., Awaitable[Deck]]
 WorkerFactory = Callable[..., Worker]
 WaitFor = Callable[..., Awaitable[Any]]
 WaitStatus = Callable[..., Awaitable[Job]]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
-    """Settings pointing at a fresh, empty database of each backend in turn."""
-    with BACKENDS[request.param](tmp_path, WORKER_SETTINGS) as settings:
-        yield settings
+@pytest.fixture
+def database(fresh_database: Database) -> Settings:
+    """:data:`WORKER_SETTINGS` pointing at a fresh, empty database of each backend in turn."""
+    return fresh_database.configure(WORKER_SETTINGS)
 
 
 @pytest.fixture

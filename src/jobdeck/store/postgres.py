@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from jobdeck.aio import cancel_and_wait
 from jobdeck.errors import (
     JobActive,
     JobConflict,
@@ -367,10 +367,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks = []
         if self._pool is not None:
             await self._pool.close()

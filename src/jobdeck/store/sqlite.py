@@ -12,7 +12,6 @@ process every ``JOBDECK_POLL_SECONDS``), which then wakes this process's waiters
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from jobdeck.aio import cancel_and_wait
 from jobdeck.errors import (
     JobActive,
     JobConflict,
@@ -309,9 +309,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await cancel_and_wait(self._watch_task)
             self._watch_task = None
         # Each connection is closed on the thread that uses it, after its last query.
         for executor, conns in (
