@@ -55,6 +55,7 @@ from jobdeck.store.rows import (
     spec_values,
     stats_from_counts,
 )
+from jobdeck.store.sql import load_queries
 
 try:
     import psycopg
@@ -77,186 +78,6 @@ RETRY_SECONDS = 15.0
 NOTIFY_MAX_BYTES = 7900
 LISTEN_RECONNECT_SECONDS = 1.0
 
-# Statements name their tables as {s}.table; {s} is the quoted schema.
-
-INSERT_JOB = """
-INSERT INTO {s}.jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
-                      created_at, updated_at, labels)
-VALUES (%(id)s, %(kind)s, %(params)s, %(queue)s, %(priority)s, 'queued', %(max_attempts)s,
-        %(timeout)s, %(run_at)s, %(created_at)s, %(updated_at)s, %(labels)s)
-ON CONFLICT (id) DO NOTHING
-RETURNING {columns}
-"""
-
-SELECT_JOB = "SELECT {columns} FROM {s}.jobs WHERE id = %s"
-SELECT_JOBS = "SELECT {columns} FROM {s}.jobs WHERE id = ANY(%s)"
-
-CLAIM = """
-WITH picked AS (
-    SELECT id FROM {s}.jobs
-    WHERE status = 'queued' AND queue = ANY(%(queues)s) AND kind = ANY(%(kinds)s)
-          AND run_at <= %(now)s
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.jobs AS j
-SET status = 'running', worker = %(worker)s, attempt = attempt + 1, started_at = %(now)s,
-    finished_at = NULL, lease_expires_at = %(lease)s, updated_at = %(now)s,
-    version = version + 1, progress_current = 0, progress_total = NULL,
-    progress_message = NULL
-FROM picked WHERE j.id = picked.id
-RETURNING {jcolumns}
-"""
-
-NEXT_DUE = """
-SELECT min(run_at) AS due FROM {s}.jobs
-WHERE status = 'queued' AND queue = ANY(%s) AND kind = ANY(%s)
-"""
-
-SEEN_WORKER = """
-INSERT INTO {s}.workers (id, started_at, last_seen) VALUES (%s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
-"""
-
-RENEW_LEASES = """
-UPDATE {s}.jobs SET lease_expires_at = %s
-WHERE id = ANY(%s) AND worker = %s AND status = 'running'
-RETURNING id, cancel_requested
-"""
-
-SAVE_PROGRESS = """
-UPDATE {s}.jobs AS j
-SET progress_current = p.current, progress_total = p.total, progress_message = p.message,
-    updated_at = %(now)s, version = j.version + 1
-FROM unnest(%(ids)s::text[], %(currents)s::float8[], %(totals)s::float8[],
-            %(messages)s::text[]) AS p(id, current, total, message)
-WHERE j.id = p.id AND j.worker = %(worker)s AND j.status = 'running'
-RETURNING j.id
-"""
-
-# A finished run. Cancel requested beats every other ending; a failure is retried while
-# attempts remain and the worker gave a retry time.
-FINISH = """
-WITH o AS (
-    SELECT %(kind)s::text AS kind, %(retry_at)s::bigint AS retry_at,
-           %(error)s::jsonb AS error, %(result)s::jsonb AS result
-)
-UPDATE {s}.jobs AS j
-SET status = CASE
-        WHEN j.cancel_requested THEN 'cancelled'
-        WHEN o.kind = 'succeeded' THEN 'succeeded'
-        WHEN o.kind = 'cancelled' THEN 'cancelled'
-        WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL AND j.attempt < j.max_attempts
-            THEN 'queued'
-        ELSE 'failed' END,
-    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested THEN o.result END,
-    error = CASE WHEN o.kind = 'failed' THEN o.error ELSE j.error END,
-    attempt_errors = CASE WHEN o.kind = 'failed'
-        THEN j.attempt_errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'type', o.error->>'type', 'message', o.error->>'message',
-            'at', %(now)s::bigint))
-        ELSE j.attempt_errors END,
-    run_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
-                       AND j.attempt < j.max_attempts AND NOT j.cancel_requested
-                  THEN o.retry_at ELSE j.run_at END,
-    finished_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
-                            AND j.attempt < j.max_attempts AND NOT j.cancel_requested
-                       THEN NULL ELSE %(finished_at)s::bigint END,
-    lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
-FROM o
-WHERE j.id = %(id)s AND j.worker = %(worker)s AND j.status = 'running'
-      AND (%(attempt)s::int IS NULL OR j.attempt = %(attempt)s::int)
-RETURNING j.id, j.status
-"""
-
-HAND_BACK = """
-UPDATE {s}.jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
-    attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
-    finished_at = CASE WHEN cancel_requested THEN %(now)s::bigint END,
-    run_at = CASE WHEN cancel_requested THEN run_at ELSE %(now)s::bigint END,
-    lease_expires_at = NULL, updated_at = %(now)s, version = version + 1
-WHERE id = %(id)s AND worker = %(worker)s AND status = 'running'
-      AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
-RETURNING id, status
-"""
-
-RESCUE_EXPIRED = """
-WITH expired AS (
-    SELECT id FROM {s}.jobs
-    WHERE status = 'running' AND lease_expires_at < %(now)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {s}.jobs AS j
-SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
-                  WHEN j.attempt < j.max_attempts THEN 'queued' ELSE 'failed' END,
-    error = CASE WHEN j.cancel_requested OR j.attempt < j.max_attempts THEN j.error
-                 ELSE jsonb_build_object('type', 'WorkerLost', 'message',
-                      'worker ' || j.worker || ' stopped renewing its lease',
-                      'traceback', NULL) END,
-    attempt_errors = CASE WHEN j.cancel_requested THEN j.attempt_errors
-        ELSE j.attempt_errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'type', 'WorkerLost',
-            'message', 'worker ' || j.worker || ' stopped renewing its lease',
-            'at', %(now)s::bigint)) END,
-    run_at = CASE WHEN NOT j.cancel_requested AND j.attempt < j.max_attempts
-                  THEN %(now)s::bigint ELSE j.run_at END,
-    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
-                       THEN %(now)s::bigint END,
-    lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
-FROM expired WHERE j.id = expired.id
-RETURNING {jcolumns}
-"""
-
-CANCEL_QUEUED = """
-UPDATE {s}.jobs SET status = 'cancelled', cancel_requested = true, finished_at = %(now)s,
-    updated_at = %(now)s, version = version + 1
-WHERE id = %(id)s AND status = 'queued'
-RETURNING {columns}
-"""
-
-CANCEL_RUNNING = """
-UPDATE {s}.jobs SET cancel_requested = true, updated_at = %(now)s, version = version + 1
-WHERE id = %(id)s AND status = 'running' AND NOT cancel_requested
-RETURNING {columns}
-"""
-
-RETRY = """
-UPDATE {s}.jobs
-SET status = 'queued', run_at = %(now)s, cancel_requested = false, finished_at = NULL,
-    result = NULL, lease_expires_at = NULL, max_attempts = greatest(max_attempts, attempt + 1),
-    updated_at = %(now)s, version = version + 1
-WHERE id = %(id)s AND status IN ('failed', 'cancelled')
-RETURNING {columns}
-"""
-
-PURGE = """
-DELETE FROM {s}.jobs WHERE id IN (
-    SELECT id FROM {s}.jobs
-    WHERE finished_at < %s AND status IN {terminal}
-    ORDER BY finished_at
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-"""
-
-COUNTS = """
-SELECT queue, status, sum(n)::bigint AS n FROM (
-    SELECT queue, status, n FROM {s}.queue_counts
-    UNION ALL
-    SELECT queue, status, n FROM {s}.queue_count_deltas
-) AS c
-GROUP BY queue, status
-"""
-
-FOLD_COUNTS = """
-WITH moved AS (DELETE FROM {s}.queue_count_deltas RETURNING queue, status, n)
-INSERT INTO {s}.queue_counts (queue, status, n)
-SELECT queue, status, sum(n) FROM moved GROUP BY queue, status ORDER BY queue, status
-ON CONFLICT (queue, status) DO UPDATE SET n = {s}.queue_counts.n + excluded.n
-"""
-
 
 class PostgresStore:
     """The :class:`~jobdeck.store.base.Store` on a PostgreSQL schema."""
@@ -274,15 +95,13 @@ class PostgresStore:
         self.push_notifications = self.settings.notify
         self.hub = ChangeHub()
         quoted = f'"{schema}"'
-        self._sql = {
-            name: text.format(
-                s=quoted,
-                columns=JOB_COLUMNS,
-                jcolumns=", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(",")),
-                terminal=TERMINAL_SQL,
-            )
-            for name, text in _STATEMENTS.items()
-        }
+        self._sql = load_queries(
+            "postgres",
+            s=quoted,
+            columns=JOB_COLUMNS,
+            jcolumns=", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(",")),
+            terminal=TERMINAL_SQL,
+        )
         self._pool: AsyncConnectionPool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._known_versions: dict[str, int] = {}
@@ -929,27 +748,6 @@ class PostgresStore:
             await conn.execute(f'DELETE FROM "{self.schema}".workers WHERE id = %s', (worker,))
 
         await self._run(delete, write=True)
-
-
-_STATEMENTS = {
-    "insert_job": INSERT_JOB,
-    "select_job": SELECT_JOB,
-    "select_jobs": SELECT_JOBS,
-    "claim": CLAIM,
-    "next_due": NEXT_DUE,
-    "seen_worker": SEEN_WORKER,
-    "renew_leases": RENEW_LEASES,
-    "save_progress": SAVE_PROGRESS,
-    "finish": FINISH,
-    "hand_back": HAND_BACK,
-    "rescue_expired": RESCUE_EXPIRED,
-    "cancel_queued": CANCEL_QUEUED,
-    "cancel_running": CANCEL_RUNNING,
-    "retry": RETRY,
-    "purge": PURGE,
-    "counts": COUNTS,
-    "fold_counts": FOLD_COUNTS,
-}
 
 
 async def _configure(conn: Conn) -> None:

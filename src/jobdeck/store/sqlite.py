@@ -56,6 +56,7 @@ from jobdeck.store.rows import (
     spec_values,
     stats_from_counts,
 )
+from jobdeck.store.sql import load_queries
 
 log = logging.getLogger("jobdeck.store")
 T = TypeVar("T")
@@ -63,145 +64,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5_000
 LOCK_RETRY_SECONDS = 60.0
 
-SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
-
-INSERT_JOB = f"""
-INSERT INTO jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
-                  created_at, updated_at, labels)
-VALUES (:id, :kind, :params, :queue, :priority, 'queued', :max_attempts, :timeout, :run_at,
-        :created_at, :updated_at, :labels)
-ON CONFLICT (id) DO NOTHING
-RETURNING {JOB_COLUMNS}
-"""
-
-# Claim: one UPDATE over the best runnable ids, inside the write transaction.
-CLAIM = """
-UPDATE jobs
-SET status = 'running', worker = :worker, attempt = attempt + 1, started_at = :now,
-    finished_at = NULL, lease_expires_at = :lease, updated_at = :now, version = version + 1,
-    progress_current = 0, progress_total = NULL, progress_message = NULL
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE status = 'queued' AND queue IN ({named_queues}) AND kind IN ({named_kinds})
-          AND run_at <= :now
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit
-)
-RETURNING {columns}
-"""
-
-ANY_RUNNABLE = """
-SELECT 1 FROM jobs
-WHERE status = 'queued' AND queue IN ({queues}) AND kind IN ({kinds}) AND run_at <= ?
-LIMIT 1
-"""
-
-RENEW_LEASES = """
-UPDATE jobs SET lease_expires_at = ?
-WHERE id IN ({ids}) AND worker = ? AND status = 'running'
-RETURNING id, cancel_requested
-"""
-
-SEEN_WORKER = """
-INSERT INTO workers (id, started_at, last_seen) VALUES (?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
-"""
-
-SAVE_PROGRESS = """
-UPDATE jobs
-SET progress_current = ?, progress_total = ?, progress_message = ?, updated_at = ?,
-    version = version + 1
-WHERE id = ? AND worker = ? AND status = 'running'
-"""
-
-# A finished run. Cancel requested beats every other ending; a failure is retried while
-# attempts remain and the worker gave a retry time.
-FINISH = """
-UPDATE jobs
-SET status = CASE
-        WHEN cancel_requested THEN 'cancelled'
-        WHEN :kind = 'succeeded' THEN 'succeeded'
-        WHEN :kind = 'cancelled' THEN 'cancelled'
-        WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts THEN 'queued'
-        ELSE 'failed' END,
-    result = CASE WHEN :kind = 'succeeded' AND NOT cancel_requested THEN :result END,
-    error = CASE WHEN :kind = 'failed' THEN :error ELSE error END,
-    attempt_errors = CASE WHEN :kind = 'failed'
-        THEN json_insert(attempt_errors, '$[#]', json_object(
-            'attempt', attempt, 'type', :error_type, 'message', :error_message, 'at', :now))
-        ELSE attempt_errors END,
-    run_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
-                  AND NOT cancel_requested THEN :retry_at ELSE run_at END,
-    finished_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
-                       AND NOT cancel_requested THEN NULL ELSE :finished_at END,
-    lease_expires_at = NULL, updated_at = :now,
-    version = version + 1
-WHERE id = :id AND worker = :worker AND status = 'running'
-      AND (:attempt IS NULL OR attempt = :attempt)
-RETURNING id, status
-"""
-
-HAND_BACK = """
-UPDATE jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
-    attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
-    finished_at = CASE WHEN cancel_requested THEN :now END,
-    run_at = CASE WHEN cancel_requested THEN run_at ELSE :now END,
-    lease_expires_at = NULL, updated_at = :now, version = version + 1
-WHERE id = :id AND worker = :worker AND status = 'running'
-      AND (:attempt IS NULL OR attempt = :attempt)
-RETURNING id, status
-"""
-
-RESCUE_EXPIRED = f"""
-UPDATE jobs
-SET status = CASE WHEN cancel_requested THEN 'cancelled'
-                  WHEN attempt < max_attempts THEN 'queued' ELSE 'failed' END,
-    error = CASE WHEN cancel_requested OR attempt < max_attempts THEN error
-                 ELSE json_object('type', 'WorkerLost',
-                                  'message', 'worker ' || worker || ' stopped renewing its lease',
-                                  'traceback', NULL) END,
-    attempt_errors = CASE WHEN cancel_requested THEN attempt_errors
-        ELSE json_insert(attempt_errors, '$[#]', json_object(
-            'attempt', attempt, 'type', 'WorkerLost',
-            'message', 'worker ' || worker || ' stopped renewing its lease', 'at', :now)) END,
-    run_at = CASE WHEN NOT cancel_requested AND attempt < max_attempts THEN :now ELSE run_at END,
-    finished_at = CASE WHEN cancel_requested OR attempt >= max_attempts THEN :now END,
-    lease_expires_at = NULL, updated_at = :now, version = version + 1
-WHERE status = 'running' AND lease_expires_at < :now
-RETURNING {JOB_COLUMNS}
-"""
-
-CANCEL_QUEUED = f"""
-UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished_at = :now,
-    updated_at = :now, version = version + 1
-WHERE id = :id AND status = 'queued'
-RETURNING {JOB_COLUMNS}
-"""
-
-CANCEL_RUNNING = f"""
-UPDATE jobs SET cancel_requested = 1, updated_at = :now, version = version + 1
-WHERE id = :id AND status = 'running' AND NOT cancel_requested
-RETURNING {JOB_COLUMNS}
-"""
-
-RETRY = f"""
-UPDATE jobs
-SET status = 'queued', run_at = :now, cancel_requested = 0, finished_at = NULL, result = NULL,
-    lease_expires_at = NULL, max_attempts = max(max_attempts, attempt + 1),
-    updated_at = :now, version = version + 1
-WHERE id = :id AND status IN ('failed', 'cancelled')
-RETURNING {JOB_COLUMNS}
-"""
-
-PURGE = f"""
-DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs
-    WHERE finished_at < ? AND status IN {TERMINAL_SQL}
-    ORDER BY finished_at
-    LIMIT ?
-)
-"""
+Q = load_queries("sqlite", columns=JOB_COLUMNS, terminal=TERMINAL_SQL)
 
 
 class SQLiteStore:
@@ -431,16 +294,16 @@ class SQLiteStore:
             entries = []
             for index, spec in enumerate(specs):
                 values = spec_values(spec, now)
-                row = conn.execute(INSERT_JOB, values).fetchone()
+                row = conn.execute(Q["insert_job"], values).fetchone()
                 if row is not None:
                     entries.append(Enqueued(job_from_row(row), True))
                     continue
-                existing = job_from_row(conn.execute(SELECT_JOB, (spec.id,)).fetchone())
+                existing = job_from_row(conn.execute(Q["select_job"], (spec.id,)).fetchone())
                 if replace_terminal:
                     if not existing.is_terminal:
                         raise JobActive(f"job {spec.id!r} is {existing.status}", spec.id, index)
                     conn.execute("DELETE FROM jobs WHERE id = ?", (spec.id,))
-                    row = conn.execute(INSERT_JOB, values).fetchone()
+                    row = conn.execute(Q["insert_job"], values).fetchone()
                     entries.append(Enqueued(job_from_row(row), True))
                 elif spec.same_request(existing):
                     entries.append(Enqueued(existing, False))
@@ -455,7 +318,7 @@ class SQLiteStore:
 
     async def get(self, job_id: str) -> Job | None:
         def select(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            row = conn.execute(Q["select_job"], (job_id,)).fetchone()
             return None if row is None else job_from_row(row)
 
         return await self._read(select)
@@ -488,13 +351,13 @@ class SQLiteStore:
     async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
         def cancel(conn: sqlite3.Connection) -> tuple[Job, CancelEffect]:
             args = {"id": job_id, "now": now_us()}
-            row = conn.execute(CANCEL_QUEUED, args).fetchone()
+            row = conn.execute(Q["cancel_queued"], args).fetchone()
             if row is not None:
                 return job_from_row(row), CancelEffect.CANCELLED
-            row = conn.execute(CANCEL_RUNNING, args).fetchone()
+            row = conn.execute(Q["cancel_running"], args).fetchone()
             if row is not None:
                 return job_from_row(row), CancelEffect.REQUESTED
-            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            row = conn.execute(Q["select_job"], (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
             job = job_from_row(row)
@@ -511,10 +374,10 @@ class SQLiteStore:
 
     async def retry(self, job_id: str) -> Job:
         def retry(conn: sqlite3.Connection) -> Job:
-            row = conn.execute(RETRY, {"id": job_id, "now": now_us()}).fetchone()
+            row = conn.execute(Q["retry"], {"id": job_id, "now": now_us()}).fetchone()
             if row is not None:
                 return job_from_row(row)
-            row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+            row = conn.execute(Q["select_job"], (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
             status = row["status"]
@@ -591,15 +454,14 @@ class SQLiteStore:
         if limit <= 0 or not queues or not kinds:
             return []
         marks = {"queues": _marks(len(queues)), "kinds": _marks(len(kinds))}
-        probe = ANY_RUNNABLE.format(**marks)
+        probe = Q["any_runnable"].format(**marks)
         now = now_us()
         runnable = await self._read(
             lambda conn: conn.execute(probe, [*queues, *kinds, now]).fetchone()
         )
         if runnable is None:
             return []
-        sql = CLAIM.format(
-            columns=JOB_COLUMNS,
+        sql = Q["claim"].format(
             named_queues=", ".join(f":q{i}" for i in range(len(queues))),
             named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
         )
@@ -615,7 +477,7 @@ class SQLiteStore:
             args.update({f"q{i}": q for i, q in enumerate(queues)})
             args.update({f"k{i}": k for i, k in enumerate(kinds)})
             jobs = [job_from_row(r) for r in conn.execute(sql, args)]
-            conn.execute(SEEN_WORKER, (worker, now, now))
+            conn.execute(Q["seen_worker"], (worker, now, now))
             return jobs
 
         jobs = await self._write(claim)
@@ -640,11 +502,11 @@ class SQLiteStore:
 
         def renew(conn: sqlite3.Connection) -> Heartbeat:
             now = now_us()
-            conn.execute(SEEN_WORKER, (worker, now, now))
+            conn.execute(Q["seen_worker"], (worker, now, now))
             if not ids:
                 return Heartbeat(frozenset(), frozenset())
             rows = conn.execute(
-                RENEW_LEASES.format(ids=_marks(len(ids))),
+                Q["renew_leases"].format(ids=_marks(len(ids))),
                 [now + int(lease_seconds * MICROS), *ids, worker],
             ).fetchall()
             return Heartbeat(
@@ -675,7 +537,7 @@ class SQLiteStore:
             requeued = False
             for p in batch.progress:
                 cursor = conn.execute(
-                    SAVE_PROGRESS, (p.current, p.total, p.message, now, p.job_id, batch.worker)
+                    Q["save_progress"], (p.current, p.total, p.message, now, p.job_id, batch.worker)
                 )
                 if cursor.rowcount:
                     changed.append(p.job_id)
@@ -683,7 +545,7 @@ class SQLiteStore:
             for outcome in batch.outcomes:
                 if outcome.kind is OutcomeKind.HANDED_BACK:
                     row = conn.execute(
-                        HAND_BACK,
+                        Q["hand_back"],
                         {
                             "id": outcome.job_id,
                             "worker": batch.worker,
@@ -694,7 +556,7 @@ class SQLiteStore:
                 else:
                     error = outcome.error
                     row = conn.execute(
-                        FINISH,
+                        Q["finish"],
                         {
                             "id": outcome.job_id,
                             "worker": batch.worker,
@@ -721,7 +583,7 @@ class SQLiteStore:
 
     async def rescue_expired(self) -> list[Job]:
         def rescue(conn: sqlite3.Connection) -> list[Job]:
-            return [job_from_row(r) for r in conn.execute(RESCUE_EXPIRED, {"now": now_us()})]
+            return [job_from_row(r) for r in conn.execute(Q["rescue_expired"], {"now": now_us()})]
 
         probe = "SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires_at < ? LIMIT 1"
         now = now_us()
@@ -741,7 +603,7 @@ class SQLiteStore:
 
     async def purge(self, finished_before: int, batch_size: int) -> int:
         return await self._write(
-            lambda conn: conn.execute(PURGE, (finished_before, batch_size)).rowcount
+            lambda conn: conn.execute(Q["purge"], (finished_before, batch_size)).rowcount
         )
 
     async def unregister_worker(self, worker: str) -> None:

@@ -1,0 +1,190 @@
+-- The named statements of the PostgreSQL store, loaded by jobdeck.store.sql.
+-- Placeholders in braces are filled in once by the adapter: {columns} (the job columns),
+-- {terminal} (the terminal statuses), {s} (the quoted schema), {jcolumns};
+-- a few statements also take lists of parameter marks at run time (named in their text).
+
+-- name: select_job
+-- One job by id.
+SELECT {columns} FROM {s}.jobs WHERE id = %s
+
+-- name: select_jobs
+-- Jobs by ids.
+SELECT {columns} FROM {s}.jobs WHERE id = ANY(%s)
+
+-- name: insert_job
+-- Insert a new queued job; an existing id is left alone (the caller compares specs).
+INSERT INTO {s}.jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
+                      created_at, updated_at, labels)
+VALUES (%(id)s, %(kind)s, %(params)s, %(queue)s, %(priority)s, 'queued', %(max_attempts)s,
+        %(timeout)s, %(run_at)s, %(created_at)s, %(updated_at)s, %(labels)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING {columns}
+
+-- name: claim
+-- Lease up to :limit runnable jobs of the worker's queues and kinds, priority first,
+-- then oldest run_at; attempt + 1, progress starts again.
+WITH picked AS (
+    SELECT id FROM {s}.jobs
+    WHERE status = 'queued' AND queue = ANY(%(queues)s) AND kind = ANY(%(kinds)s)
+          AND run_at <= %(now)s
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.jobs AS j
+SET status = 'running', worker = %(worker)s, attempt = attempt + 1, started_at = %(now)s,
+    finished_at = NULL, lease_expires_at = %(lease)s, updated_at = %(now)s,
+    version = version + 1, progress_current = 0, progress_total = NULL,
+    progress_message = NULL
+FROM picked WHERE j.id = picked.id
+RETURNING {jcolumns}
+
+-- name: next_due
+-- The earliest run_at among queued jobs of some queues and kinds.
+SELECT min(run_at) AS due FROM {s}.jobs
+WHERE status = 'queued' AND queue = ANY(%s) AND kind = ANY(%s)
+
+-- name: seen_worker
+-- Record a worker as alive.
+INSERT INTO {s}.workers (id, started_at, last_seen) VALUES (%s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
+
+-- name: renew_leases
+-- Renew the leases a worker holds; report which jobs were asked to stop.
+UPDATE {s}.jobs SET lease_expires_at = %s
+WHERE id = ANY(%s) AND worker = %s AND status = 'running'
+RETURNING id, cancel_requested
+
+-- name: save_progress
+-- The latest progress of running jobs, from the worker that holds them.
+UPDATE {s}.jobs AS j
+SET progress_current = p.current, progress_total = p.total, progress_message = p.message,
+    updated_at = %(now)s, version = j.version + 1
+FROM unnest(%(ids)s::text[], %(currents)s::float8[], %(totals)s::float8[],
+            %(messages)s::text[]) AS p(id, current, total, message)
+WHERE j.id = p.id AND j.worker = %(worker)s AND j.status = 'running'
+RETURNING j.id
+
+-- name: finish
+-- A finished run, from the worker that holds the job, for the attempt it ran. A cancel
+-- request beats every other ending; a failure is queued again (at retry_at) while attempts
+-- remain and the worker gave a retry time.
+WITH o AS (
+    SELECT %(kind)s::text AS kind, %(retry_at)s::bigint AS retry_at,
+           %(error)s::jsonb AS error, %(result)s::jsonb AS result
+)
+UPDATE {s}.jobs AS j
+SET status = CASE
+        WHEN j.cancel_requested THEN 'cancelled'
+        WHEN o.kind = 'succeeded' THEN 'succeeded'
+        WHEN o.kind = 'cancelled' THEN 'cancelled'
+        WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL AND j.attempt < j.max_attempts
+            THEN 'queued'
+        ELSE 'failed' END,
+    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested THEN o.result END,
+    error = CASE WHEN o.kind = 'failed' THEN o.error ELSE j.error END,
+    attempt_errors = CASE WHEN o.kind = 'failed'
+        THEN j.attempt_errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'type', o.error->>'type', 'message', o.error->>'message',
+            'at', %(now)s::bigint))
+        ELSE j.attempt_errors END,
+    run_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
+                       AND j.attempt < j.max_attempts AND NOT j.cancel_requested
+                  THEN o.retry_at ELSE j.run_at END,
+    finished_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
+                            AND j.attempt < j.max_attempts AND NOT j.cancel_requested
+                       THEN NULL ELSE %(finished_at)s::bigint END,
+    lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
+FROM o
+WHERE j.id = %(id)s AND j.worker = %(worker)s AND j.status = 'running'
+      AND (%(attempt)s::int IS NULL OR j.attempt = %(attempt)s::int)
+RETURNING j.id, j.status
+
+-- name: hand_back
+-- A run handed back at shutdown: queued again with its attempt given back (or cancelled,
+-- when that was asked).
+UPDATE {s}.jobs
+SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END,
+    finished_at = CASE WHEN cancel_requested THEN %(now)s::bigint END,
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE %(now)s::bigint END,
+    lease_expires_at = NULL, updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND worker = %(worker)s AND status = 'running'
+      AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+RETURNING id, status
+
+-- name: rescue_expired
+-- Running jobs whose lease expired: cancelled when that was asked, queued again at
+-- once while attempts remain, failed with WorkerLost otherwise.
+WITH expired AS (
+    SELECT id FROM {s}.jobs
+    WHERE status = 'running' AND lease_expires_at < %(now)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.jobs AS j
+SET status = CASE WHEN j.cancel_requested THEN 'cancelled'
+                  WHEN j.attempt < j.max_attempts THEN 'queued' ELSE 'failed' END,
+    error = CASE WHEN j.cancel_requested OR j.attempt < j.max_attempts THEN j.error
+                 ELSE jsonb_build_object('type', 'WorkerLost', 'message',
+                      'worker ' || j.worker || ' stopped renewing its lease',
+                      'traceback', NULL) END,
+    attempt_errors = CASE WHEN j.cancel_requested THEN j.attempt_errors
+        ELSE j.attempt_errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'type', 'WorkerLost',
+            'message', 'worker ' || j.worker || ' stopped renewing its lease',
+            'at', %(now)s::bigint)) END,
+    run_at = CASE WHEN NOT j.cancel_requested AND j.attempt < j.max_attempts
+                  THEN %(now)s::bigint ELSE j.run_at END,
+    finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
+                       THEN %(now)s::bigint END,
+    lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
+FROM expired WHERE j.id = expired.id
+RETURNING {jcolumns}
+
+-- name: cancel_queued
+-- Cancel a queued job at once.
+UPDATE {s}.jobs SET status = 'cancelled', cancel_requested = true, finished_at = %(now)s,
+    updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND status = 'queued'
+RETURNING {columns}
+
+-- name: cancel_running
+-- Ask a running job's worker to stop it.
+UPDATE {s}.jobs SET cancel_requested = true, updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND status = 'running' AND NOT cancel_requested
+RETURNING {columns}
+
+-- name: retry
+-- Queue a failed or cancelled job to run now, allowing at least one more attempt.
+UPDATE {s}.jobs
+SET status = 'queued', run_at = %(now)s, cancel_requested = false, finished_at = NULL,
+    result = NULL, lease_expires_at = NULL, max_attempts = greatest(max_attempts, attempt + 1),
+    updated_at = %(now)s, version = version + 1
+WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+RETURNING {columns}
+
+-- name: purge
+-- Forget up to N terminal jobs finished before a time, oldest first.
+DELETE FROM {s}.jobs WHERE id IN (
+    SELECT id FROM {s}.jobs
+    WHERE finished_at < %s AND status IN {terminal}
+    ORDER BY finished_at
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+
+-- name: counts
+-- Exact counts per queue and status: the folded counts plus the deltas not folded yet.
+SELECT queue, status, sum(n)::bigint AS n FROM (
+    SELECT queue, status, n FROM {s}.queue_counts
+    UNION ALL
+    SELECT queue, status, n FROM {s}.queue_count_deltas
+) AS c
+GROUP BY queue, status
+
+-- name: fold_counts
+-- Fold the count deltas into the counts.
+WITH moved AS (DELETE FROM {s}.queue_count_deltas RETURNING queue, status, n)
+INSERT INTO {s}.queue_counts (queue, status, n)
+SELECT queue, status, sum(n) FROM moved GROUP BY queue, status ORDER BY queue, status
+ON CONFLICT (queue, status) DO UPDATE SET n = {s}.queue_counts.n + excluded.n
