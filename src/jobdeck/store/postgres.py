@@ -46,12 +46,16 @@ from jobdeck.store.migrations import load_migrations
 from jobdeck.store.rows import (
     JOB_COLUMNS,
     TERMINAL_SQL,
+    LogRow,
     decode_cursor,
     decode_seq_cursor,
-    dropped_lines_message,
     dumps,
     encode_cursor,
     job_from_row,
+    labels_by_key,
+    logs_by_job,
+    numbered_log_rows,
+    one_page,
     spec_values,
     stats_from_counts,
 )
@@ -380,11 +384,7 @@ class PostgresStore:
             return [job_from_row(r) for r in await cur.fetchall()]
 
         jobs = await self._read(select)
-        next_cursor = None
-        if len(jobs) > limit:
-            jobs = jobs[:limit]
-            next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
-        return Page(jobs, next_cursor)
+        return Page(*one_page(jobs, limit, lambda job: encode_cursor(job.created_at, job.id)))
 
     async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
         async def cancel(conn: Conn) -> tuple[Job, CancelEffect]:
@@ -467,11 +467,7 @@ class PostgresStore:
         lines = await self._read(select)
         if lines is None:
             raise JobNotFound(job_id)
-        next_cursor = None
-        if len(lines) > limit:
-            lines = lines[:limit]
-            next_cursor = str(lines[-1].seq)
-        return LogPage(lines, next_cursor)
+        return LogPage(*one_page(lines, limit, lambda line: str(line.seq)))
 
     async def stats(self) -> Stats:
         schema = self.schema
@@ -651,9 +647,7 @@ class PostgresStore:
         if not batch.logs:
             return
         schema = self.schema
-        by_job: dict[str, list[Any]] = {}
-        for line in batch.logs:
-            by_job.setdefault(line.job_id, []).append(line)
+        by_job = logs_by_job(batch.logs)
         cur = await conn.execute(
             f'UPDATE "{schema}".jobs AS j SET log_count = j.log_count + n.added'
             " FROM unnest(%s::text[], %s::int[]) AS n(id, added)"
@@ -661,28 +655,13 @@ class PostgresStore:
             (list(by_job), [len(lines) for lines in by_job.values()]),
         )
         before = {r["id"]: r["before"] for r in await cur.fetchall()}
-        kept = []
-        markers = []
-        for job_id, lines in by_job.items():
-            if job_id not in before:
-                continue
-            count = before[job_id]
-            kept += [
-                (job_id, count + i + 1, line.at, line.level, line.message)
-                for i, line in enumerate(lines)
-                if count + i + 1 <= max_lines
-            ]
-            total = count + len(lines)
-            if total > max_lines:
-                markers.append(
-                    (
-                        job_id,
-                        max_lines + 1,
-                        lines[-1].at,
-                        "warning",
-                        dropped_lines_message(total - max_lines),
-                    )
-                )
+        kept: list[LogRow] = []
+        markers: list[LogRow] = []
+        for job_id, count in before.items():
+            rows, marker = numbered_log_rows(job_id, count, by_job[job_id], max_lines)
+            kept += rows
+            if marker is not None:
+                markers.append(marker)
         async with conn.cursor() as cur:
             if kept:
                 await cur.executemany(
@@ -775,10 +754,7 @@ def _filter_sql(flt: JobFilter) -> tuple[list[str], list[Any]]:
         if values:
             where.append(f"{column} = ANY(%s)")
             args.append(values)
-    labels: dict[str, list[str]] = {}
-    for key, value in flt.labels:
-        labels.setdefault(key, []).append(value)
-    for key, values in labels.items():
+    for key, values in labels_by_key(flt).items():
         where.append("labels ->> %s = ANY(%s)")
         args += [key, values]
     return where, args

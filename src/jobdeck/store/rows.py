@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from jobdeck.model import AttemptError, Job, JobError, JobSpec, Progress, Status
-from jobdeck.store.base import Stats
+from jobdeck.store.base import JobFilter, NewLogLine, Stats
+
+T = TypeVar("T")
 
 #: The columns every adapter selects to build a Job, in this order.
 JOB_COLUMNS = (
@@ -138,3 +140,51 @@ def stats_from_counts(
         workers=workers,
         finished_last_minute=finished_last_minute,
     )
+
+
+def one_page(
+    items: Sequence[T], limit: int, cursor_of: Callable[[T], str]
+) -> tuple[list[T], str | None]:
+    """The first ``limit`` of ``items`` (fetched as ``limit + 1``) and the cursor of the next
+    page, or None when this is the last one."""
+    if len(items) <= limit:
+        return list(items), None
+    page = list(items[:limit])
+    return page, cursor_of(page[-1])
+
+
+def labels_by_key(flt: JobFilter) -> dict[str, list[str]]:
+    """Label filters grouped by key: values of one key match any, keys must all match."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in flt.labels:
+        grouped.setdefault(key, []).append(value)
+    return grouped
+
+
+def logs_by_job(lines: Iterable[NewLogLine]) -> dict[str, list[NewLogLine]]:
+    """Buffered log lines grouped by job, in order."""
+    grouped: dict[str, list[NewLogLine]] = {}
+    for line in lines:
+        grouped.setdefault(line.job_id, []).append(line)
+    return grouped
+
+
+LogRow = tuple[str, int, int, str, str]
+
+
+def numbered_log_rows(
+    job_id: str, count_before: int, lines: Sequence[NewLogLine], max_lines: int
+) -> tuple[list[LogRow], LogRow | None]:
+    """Rows (job_id, seq, at, level, message) for the lines that fit under ``max_lines``,
+    and the marker row counting the dropped ones (seq ``max_lines + 1``), if any."""
+    kept = [
+        (job_id, count_before + i, line.at, line.level, line.message)
+        for i, line in enumerate(lines, start=1)
+        if count_before + i <= max_lines
+    ]
+    total = count_before + len(lines)
+    marker = None
+    if total > max_lines:
+        message = dropped_lines_message(total - max_lines)
+        marker = (job_id, max_lines + 1, lines[-1].at, "warning", message)
+    return kept, marker

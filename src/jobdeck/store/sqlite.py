@@ -49,10 +49,13 @@ from jobdeck.store.rows import (
     TERMINAL_SQL,
     decode_cursor,
     decode_seq_cursor,
-    dropped_lines_message,
     dumps,
     encode_cursor,
     job_from_row,
+    labels_by_key,
+    logs_by_job,
+    numbered_log_rows,
+    one_page,
     spec_values,
     stats_from_counts,
 )
@@ -342,11 +345,7 @@ class SQLiteStore:
             return [job_from_row(r) for r in conn.execute(sql, [*args, limit + 1])]
 
         jobs = await self._read(select)
-        next_cursor = None
-        if len(jobs) > limit:
-            jobs = jobs[:limit]
-            next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
-        return Page(jobs, next_cursor)
+        return Page(*one_page(jobs, limit, lambda job: encode_cursor(job.created_at, job.id)))
 
     async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
         def cancel(conn: sqlite3.Connection) -> tuple[Job, CancelEffect]:
@@ -420,11 +419,7 @@ class SQLiteStore:
         lines = await self._read(select)
         if lines is None:
             raise JobNotFound(job_id)
-        next_cursor = None
-        if len(lines) > limit:
-            lines = lines[:limit]
-            next_cursor = str(lines[-1].seq)
-        return LogPage(lines, next_cursor)
+        return LogPage(*one_page(lines, limit, lambda line: str(line.seq)))
 
     async def stats(self) -> Stats:
         def select(conn: sqlite3.Connection) -> Stats:
@@ -639,10 +634,7 @@ def _filter_sql(flt: JobFilter) -> tuple[list[str], list[Any]]:
         if values:
             where.append(f"{column} IN ({_marks(len(values))})")
             args += values
-    labels: dict[str, list[str]] = {}
-    for key, value in flt.labels:
-        labels.setdefault(key, []).append(value)
-    for key, values in labels.items():
+    for key, values in labels_by_key(flt).items():
         where.append(f"json_extract(labels, ?) IN ({_marks(len(values))})")
         args += ['$."' + key.replace('"', "") + '"', *values]
     return where, args
@@ -650,38 +642,23 @@ def _filter_sql(flt: JobFilter) -> tuple[list[str], list[Any]]:
 
 def _append_logs(conn: sqlite3.Connection, batch: WorkerBatch, max_lines: int) -> None:
     """Number and store buffered log lines; past ``max_lines`` only count them."""
-    by_job: dict[str, list[Any]] = {}
-    for line in batch.logs:
-        by_job.setdefault(line.job_id, []).append(line)
-    for job_id, lines in by_job.items():
+    for job_id, lines in logs_by_job(batch.logs).items():
         row = conn.execute("SELECT log_count FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             continue
-        count = row["log_count"]
-        kept = [
-            (job_id, count + i + 1, line.at, line.level, line.message)
-            for i, line in enumerate(lines)
-            if count + i + 1 <= max_lines
-        ]
+        kept, marker = numbered_log_rows(job_id, row["log_count"], lines, max_lines)
         conn.executemany(
             "INSERT OR IGNORE INTO job_logs (job_id, seq, at, level, message)"
             " VALUES (?, ?, ?, ?, ?)",
             kept,
         )
-        total = count + len(lines)
-        conn.execute("UPDATE jobs SET log_count = ? WHERE id = ?", (total, job_id))
-        if total > max_lines:
+        conn.execute("UPDATE jobs SET log_count = log_count + ? WHERE id = ?", (len(lines), job_id))
+        if marker is not None:
             conn.execute(
                 "INSERT INTO job_logs (job_id, seq, at, level, message) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (job_id, seq) DO UPDATE SET at = excluded.at,"
                 " message = excluded.message",
-                (
-                    job_id,
-                    max_lines + 1,
-                    lines[-1].at,
-                    "warning",
-                    dropped_lines_message(total - max_lines),
-                ),
+                marker,
             )
 
 
