@@ -388,6 +388,11 @@ class PostgresStore:
 
     async def request_cancel(self, job_id: str) -> tuple[Job, CancelEffect]:
         async def cancel(conn: Conn) -> tuple[Job, CancelEffect]:
+            # Lock the row first: the statements below then see one status, even when a
+            # rescue or a retry moves the job between running and queued meanwhile.
+            await conn.execute(
+                f'SELECT 1 FROM "{self.schema}".jobs WHERE id = %s FOR UPDATE', (job_id,)
+            )
             args = {"id": job_id, "now": now_us()}
             row = await (await conn.execute(self._sql["cancel_queued"], args)).fetchone()
             if row is not None:
