@@ -9,6 +9,7 @@ import pytest
 
 from jobdeck.model import Job, JobError, Outcome, OutcomeKind, Status, now_us
 from jobdeck.store.base import Store, WorkerBatch
+from store_checks import current
 
 JobFactory = Callable[..., Awaitable[Job]]
 
@@ -16,12 +17,6 @@ JobFactory = Callable[..., Awaitable[Job]]
 async def record(store: Store, job: Job, kind: OutcomeKind, attempt: int, **values: object) -> None:
     outcome = Outcome(job.id, "w1", kind, finished_at=now_us(), attempt=attempt, **values)  # type: ignore[arg-type]
     await store.record(WorkerBatch("w1", outcomes=[outcome]), 1000)
-
-
-async def current(store: Store, job_id: str) -> Job:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 async def reclaimed(store: Store, start: JobFactory) -> Job:

@@ -9,24 +9,12 @@ import pytest
 from jobdeck.errors import JobActive, JobConflict, JobNotFound
 from jobdeck.model import MICROS, Job, JobError, OutcomeKind, Status, new_job_id, now_us
 from jobdeck.store.base import CancelEffect, NewLogLine, Store, WorkerBatch
+from store_checks import assert_between
 
 JobFactory = Callable[..., Awaitable[Job]]
 Finisher = Callable[..., Awaitable[Job | None]]
 
 LONG_LEASE = 30.0
-SLACK_US = 1_000_000
-
-
-def assert_between(value: int | None, before: int, after: int) -> None:
-    """A store timestamp lies between two readings of this process's clock (with slack)."""
-    assert value is not None
-    assert before - SLACK_US <= value <= after + SLACK_US, (before, value, after)
-
-
-async def current(store: Store, job_id: str) -> Job:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 async def failed_job(start: JobFactory, finish: Finisher, **fields: object) -> Job:

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from backends import Database
 from jobdeck.model import MICROS, Job, JobSpec, OutcomeKind, Progress, Status, now_us
 from jobdeck.store.base import ProgressUpdate, Store, WorkerBatch
+from store_checks import assert_between, current
 
 SpecFactory = Callable[..., JobSpec]
 JobFactory = Callable[..., Awaitable[Job]]
@@ -19,19 +20,6 @@ StoreOn = Callable[[Database], AbstractAsyncContextManager[Store]]
 
 SHORT_LEASE = 0.2
 LONG_LEASE = 30.0
-SLACK_US = 1_000_000
-
-
-def assert_between(value: int | None, before: int, after: int) -> None:
-    """A store timestamp lies between two readings of this process's clock (with slack)."""
-    assert value is not None
-    assert before - SLACK_US <= value <= after + SLACK_US, (before, value, after)
-
-
-async def current(store: Store, job_id: str) -> Job:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 # --- claim ----------------------------------------------------------------------------------

@@ -20,17 +20,10 @@ from jobdeck.model import (
     now_us,
 )
 from jobdeck.store.base import JobFilter, Store
+from store_checks import assert_between
 
 SpecFactory = Callable[..., JobSpec]
 JobFactory = Callable[..., Awaitable[Job]]
-
-SLACK_US = 1_000_000
-
-
-def assert_between(value: int | None, before: int, after: int) -> None:
-    """A store timestamp lies between two readings of this process's clock (with slack)."""
-    assert value is not None
-    assert before - SLACK_US <= value <= after + SLACK_US, (before, value, after)
 
 
 async def list_all(store: Store, flt: JobFilter, limit: int = 1000) -> list[Job]:

@@ -18,25 +18,13 @@ from jobdeck.model import (
     now_us,
 )
 from jobdeck.store.base import JobFilter, LogLine, NewLogLine, ProgressUpdate, Store, WorkerBatch
+from store_checks import assert_between, current
 
 JobFactory = Callable[..., Awaitable[Job]]
 Finisher = Callable[..., Awaitable[Job | None]]
 
 LONG_LEASE = 30.0
-SLACK_US = 1_000_000
 BOOM = JobError("ValueError", "boom", "Traceback (most recent call last): ...")
-
-
-def assert_between(value: int | None, before: int, after: int) -> None:
-    """A store timestamp lies between two readings of this process's clock (with slack)."""
-    assert value is not None
-    assert before - SLACK_US <= value <= after + SLACK_US, (before, value, after)
-
-
-async def current(store: Store, job_id: str) -> Job:
-    job = await store.get(job_id)
-    assert job is not None
-    return job
 
 
 async def all_logs(store: Store, job_id: str, limit: int = 1000) -> list[LogLine]:
