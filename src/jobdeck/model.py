@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -63,25 +63,36 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_EPOCH = datetime(1970, 1, 1)
+#: The first and last instants RFC 3339 can write (years 0001 to 9999, UTC), in microseconds.
+MIN_TIME_US = (datetime(1, 1, 1) - _EPOCH) // timedelta(microseconds=1)
+MAX_TIME_US = (datetime(9999, 12, 31, 23, 59, 59, 999_999) - _EPOCH) // timedelta(microseconds=1)
+
+
 def format_time(us: int | None) -> str | None:
-    """Microseconds since the epoch as RFC 3339 UTC with microseconds and ``Z``."""
+    """Microseconds since the epoch as RFC 3339 UTC with microseconds and ``Z``; the year
+    always has four digits. Raise OverflowError outside ``MIN_TIME_US..MAX_TIME_US``."""
     if us is None:
         return None
-    seconds, micros = divmod(us, MICROS)
-    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{micros:06d}Z"
+    moment = _EPOCH + timedelta(microseconds=us)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> int:
     """An RFC 3339 / ISO 8601 timestamp as microseconds since the epoch.
 
-    A timestamp without an offset is taken as UTC.
+    A timestamp without an offset is taken as UTC. Raise ValueError for text that is no
+    timestamp, and for instants outside years 0001 to 9999 once in UTC (which RFC 3339
+    cannot write).
     """
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+    us = (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+    if not MIN_TIME_US <= us <= MAX_TIME_US:
+        raise ValueError(f"{text!r} is outside the years 0001 to 9999 in UTC")
+    return us
 
 
 # --- ids ------------------------------------------------------------------------------

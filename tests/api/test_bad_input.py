@@ -108,6 +108,20 @@ BAD_JOBS: list[tuple[str, Any, int, str]] = [
     ("run_at malformed", {"kind": "steps", "run_at": "tomorrow"}, 422, "validation-error"),
     ("run_at a number", {"kind": "steps", "run_at": 1700000000}, 422, "validation-error"),
     (
+        "run_at after the year 9999 in UTC",
+        {"kind": "steps", "run_at": "9999-12-31T23:00:00-05:00"},
+        422,
+        "validation-error",
+    ),
+    (
+        "run_at before the year 1 in UTC",
+        {"kind": "steps", "run_at": "0001-01-01T00:00:00+01:00"},
+        422,
+        "validation-error",
+    ),
+    ("priority with a fraction", {"kind": "steps", "priority": 1.5}, 422, "validation-error"),
+    ("max_attempts 1001.0", {"kind": "steps", "max_attempts": 1001.0}, 422, "validation-error"),
+    (
         "run_at and delay",
         {"kind": "steps", "run_at": "2030-01-01T00:00:00Z", "delay": 1},
         422,
@@ -230,6 +244,32 @@ async def test_a_body_over_the_limit_on_a_route_without_body(
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/jobs/" + "a" * 129),
+        ("GET", "/v1/jobs/-a"),
+        ("GET", "/v1/jobs/a%20b"),
+        ("POST", "/v1/jobs/" + "a" * 129 + "/cancel"),
+        ("POST", "/v1/jobs/" + "a" * 129 + "/retry"),
+        ("DELETE", "/v1/jobs/" + "a" * 129),
+        ("GET", "/v1/jobs/" + "a" * 129 + "/logs"),
+        ("GET", "/v1/jobs/" + "a" * 129 + "/wait?timeout=0"),
+        ("GET", "/v1/jobs/" + "a" * 129 + "/events"),
+        ("GET", "/v1/jobs/a/wait?timeout=61"),
+        ("GET", "/v1/jobs/a/wait?timeout=-1"),
+        ("GET", "/v1/jobs?limit=1001"),
+        ("GET", "/v1/jobs/a/logs?limit=1001"),
+    ],
+)
+async def test_ids_and_query_values_out_of_range_are_422(
+    client: httpx.AsyncClient, problem: ProblemCheck, method: str, path: str
+) -> None:
+    """Job ids in paths follow the rule of ids in bodies (at most 128 characters, DESIGN §2);
+    ``limit`` is at most 1000 and a ``wait`` timeout 0 to 60 seconds."""
+    problem(await client.request(method, path), 422)
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/start_job/1?n_steps=abc",
@@ -269,7 +309,9 @@ async def test_unknown_routes_and_methods(client: httpx.AsyncClient, problem: Pr
     problem(await client.get("/v1/jobs/a/b/c"), 404)
     not_allowed = problem(await client.put("/v1/jobs"), 405)
     assert not_allowed["type"] == "about:blank"
-    assert (await client.put("/v1/jobs")).headers["allow"]
+    # Every method of the path, though GET and POST /v1/jobs are two routes.
+    assert (await client.put("/v1/jobs")).headers["allow"] == "GET, POST"
+    assert (await client.post("/v1/jobs/x")).headers["allow"] == "DELETE, GET"
     problem(await client.get("/v1/jobs:batch"), 405)
     problem(await client.delete("/get_job/1"), 405)
 

@@ -36,9 +36,11 @@ async def test_kinds_list_every_registered_kind(client: httpx.AsyncClient) -> No
         "queue",
         "max_attempts",
         "timeout",
+        "isolation",
         "description",
         "params_schema",
     }
+    assert by_name["add"]["isolation"] == "thread"
     assert by_name["add"]["description"] == "Add two numbers."
     assert by_name["add"]["params_schema"]["required"] == ["a", "b"]
     assert by_name["slow"]["queue"] == "slow"

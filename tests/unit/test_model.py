@@ -142,6 +142,27 @@ def test_parse_time_rejects_garbage() -> None:
         parse_time("yesterday")
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000000Z"),
+        ("0999-12-31T23:59:59.5Z", "0999-12-31T23:59:59.500000Z"),
+        ("9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_the_years_0001_to_9999_round_trip(text: str, shown: str) -> None:
+    """The whole range RFC 3339 can write, with four-digit years before 1000 too."""
+    assert format_time(parse_time(text)) == shown
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+01:00"])
+def test_parse_time_refuses_instants_rfc3339_cannot_write(text: str) -> None:
+    """Past the year 9999 or before the year 1 once in UTC: ValueError, not a stored time
+    that no answer could show."""
+    with pytest.raises(ValueError, match="0001 to 9999"):
+        parse_time(text)
+
+
 # --- ids ------------------------------------------------------------------------------------
 
 

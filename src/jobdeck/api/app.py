@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobdeck.deck import Deck
 
+from . import documents as docs
 from .compat import build_compat_router
 from .problems import Problem, ProblemRoute, install_problem_handlers
 
@@ -93,7 +94,13 @@ def build_probe_router(deck: Deck) -> APIRouter:
     """``GET /health`` (liveness) and ``GET /ready`` (the store answers)."""
     router = APIRouter(route_class=ProblemRoute, tags=["probes"])
 
-    @router.get("/health", name="jobdeck_health", summary="Liveness")
+    @router.get(
+        "/health",
+        name="jobdeck_health",
+        summary="Liveness",
+        response_model=None,
+        responses={200: docs.body(docs.Health, "the process serves")},
+    )
     async def health() -> dict[str, str]:
         """Always ``{"health": "ok"}`` while the process serves."""
         return {"health": "ok"}
@@ -102,7 +109,8 @@ def build_probe_router(deck: Deck) -> APIRouter:
         "/ready",
         name="jobdeck_ready",
         summary="Readiness: the store answers",
-        responses={503: {"description": "the store does not answer"}},
+        response_model=None,
+        responses={200: docs.body(docs.Ready, "the store answers"), **docs.problems({503: None})},
     )
     async def ready() -> Response:
         """``{"ready": true}``, or a 503 problem when the store does not answer."""
@@ -140,4 +148,5 @@ def create_app(deck: Deck | None = None, *, compat: bool = True) -> FastAPI:
     app.include_router(deck.router)
     if compat:
         app.include_router(build_compat_router(deck))
+    docs.install(app, deck)
     return app

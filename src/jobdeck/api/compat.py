@@ -19,6 +19,7 @@ from jobdeck.errors import JobActive, JobNotFound
 from jobdeck.model import Job, Status
 from jobdeck.store.base import CancelEffect, JobFilter
 
+from . import documents as docs
 from .problems import Problem, ProblemRoute, error_problem
 from .render import hint_headers, log_change
 
@@ -91,11 +92,12 @@ def _integer_text(value: Any) -> Any:
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
 
+# The constraints come before the validator, or they are left out of the OpenAPI document.
 JobIdPath = Annotated[
-    int, BeforeValidator(_integer_text), Path(ge=0, description="the original integer job id")
+    int, Path(ge=0, description="the original integer job id"), BeforeValidator(_integer_text)
 ]
 NSteps = Annotated[
-    int, BeforeValidator(_integer_text), Query(ge=0, le=1_000_000, description="steps to run")
+    int, Query(ge=0, le=1_000_000, description="steps to run"), BeforeValidator(_integer_text)
 ]
 
 
@@ -107,12 +109,27 @@ def build_compat_router(deck: Deck) -> APIRouter:
     def answer(job: Job, body: dict[str, Any]) -> JSONResponse:
         return JSONResponse(body, headers=hint_headers([job]))
 
-    @router.get("/", name="jobdeck_compat_root", summary="Greeting")
+    @router.get(
+        "/",
+        name="jobdeck_compat_root",
+        summary="Greeting",
+        response_model=None,
+        responses={200: docs.body(str, "the original greeting")},
+    )
     async def root() -> str:
         """The original greeting."""
         return GREETING
 
-    @router.get("/metadata", name="jobdeck_compat_metadata", summary="Jobs by integer id")
+    @router.get(
+        "/metadata",
+        name="jobdeck_compat_metadata",
+        summary="Jobs by integer id",
+        response_model=None,
+        responses={
+            200: docs.body(docs.CompatJobs, "jobs of kind steps with integer ids, keyed by id"),
+            **docs.problems({422: "limit out of range", 503: None}),
+        },
+    )
     async def metadata(
         limit: Annotated[int, Query(ge=1, le=MAX_METADATA)] = MAX_METADATA,
     ) -> dict[str, Any]:
@@ -137,7 +154,12 @@ def build_compat_router(deck: Deck) -> APIRouter:
         "/get_job/{job_id}",
         name="jobdeck_compat_get_job",
         summary="One job, original shape",
-        responses={404: {"description": "no such job"}},
+        response_model=None,
+        responses={
+            200: docs.jobs_body(docs.CompatJob, "the job in the original shape"),
+            404: docs.problem(404, "no such job", message=True),
+            **docs.problems({422: "not a non-negative integer id", 503: None}),
+        },
     )
     async def get_job(job_id: JobIdPath) -> Response:
         """``{job_id, n_steps, job_status, is_cancelled, step}``."""
@@ -150,7 +172,12 @@ def build_compat_router(deck: Deck) -> APIRouter:
         "/start_job/{job_id}",
         name="jobdeck_compat_start_job",
         summary="Start a steps job",
-        responses={409: {"description": "that id is queued or running"}},
+        response_model=None,
+        responses={
+            200: docs.jobs_body(docs.CompatAnswer, "started"),
+            409: docs.problem(409, "that id is queued or running", message=True),
+            **docs.problems({422: "a bad id, n_steps or step_seconds", 503: None}),
+        },
     )
     async def start_job(
         job_id: JobIdPath,
@@ -182,7 +209,12 @@ def build_compat_router(deck: Deck) -> APIRouter:
         "/stop_job/{job_id}",
         name="jobdeck_compat_stop_job",
         summary="Cancel a job",
-        responses={404: {"description": "no such job"}},
+        response_model=None,
+        responses={
+            200: docs.jobs_body(docs.CompatAnswer, "stopped, or already ended"),
+            404: docs.problem(404, "no such job", message=True),
+            **docs.problems({422: "not a non-negative integer id", 503: None}),
+        },
     )
     async def stop_job(job_id: JobIdPath) -> Response:
         """Cancel: a queued job at once, a running one at its next step."""

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -24,8 +24,10 @@ from jobdeck.errors import JobNotFound, StoreUnavailable
 from jobdeck.model import Job
 from jobdeck.store.base import Store, Subscription
 
+from . import documents as docs
 from .problems import Problem
 from .render import MAX_WAIT_SECONDS, job_response
+from .schemas import JobIdPath
 
 log = logging.getLogger("jobdeck")
 
@@ -210,9 +212,6 @@ def _parse_event_id(value: str | None) -> int | None:
     return int(value)
 
 
-JobIdPath = Annotated[str, Path(description="the job's id")]
-
-
 def add_event_routes(
     router: APIRouter, deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS
 ) -> StreamSlots:
@@ -224,7 +223,11 @@ def add_event_routes(
         "/v1/jobs/{job_id}/wait",
         name="jobdeck_wait_job",
         summary="Long-poll a job until it is terminal",
-        responses={404: {"description": "no such job"}},
+        response_model=None,
+        responses={
+            200: docs.job_body("the job, whatever its status"),
+            **docs.problems({404: None, 422: "not a job id, or a timeout out of range", 503: None}),
+        },
     )
     async def wait_job(
         job_id: JobIdPath,
@@ -249,10 +252,19 @@ def add_event_routes(
         summary="Stream a job's snapshots (server-sent events)",
         response_class=Response,
         responses={
-            200: {"content": {"text/event-stream": {}}, "description": "the event stream"},
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "the event stream: id is the job's version, data the job",
+            },
             204: {"description": "the client has the terminal snapshot already"},
-            404: {"description": "no such job"},
-            429: {"description": "too many open streams"},
+            **docs.problems(
+                {
+                    404: None,
+                    422: "not a job id",
+                    429: "too many open event streams for this client",
+                    503: None,
+                }
+            ),
         },
     )
     async def job_events(

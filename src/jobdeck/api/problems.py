@@ -16,6 +16,8 @@ Two ways in, so that the routes answer the same whether they are served by
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -256,10 +258,40 @@ class ProblemRoute(APIRoute):
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        methods = allowed_methods(request)
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(methods)}
     response = problem_response(exc)
     if response is None:  # pragma: no cover - only registered for expected errors
         raise exc
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's OpenAPI document gives the request's path.
+
+    Starlette's 405 names the methods of the first route matching the path only, while
+    ``GET`` and ``POST /v1/jobs`` (say) are two routes.
+    """
+    path = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/"
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if _template_regex(template).fullmatch(path):
+            methods.update(method.upper() for method in operations if method in _METHODS)
+    return sorted(methods)
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.lru_cache(maxsize=256)
+def _template_regex(template: str) -> re.Pattern[str]:
+    # "/v1/jobs/{job_id}/wait" -> "/v1/jobs/[^/]+/wait"
+    parts = re.split(r"(\{[^}]*\})", template)
+    return re.compile(
+        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+    )
 
 
 async def _handle_unexpected(request: Request, exc: Exception) -> Response:

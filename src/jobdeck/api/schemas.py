@@ -1,11 +1,13 @@
-"""Request bodies of the v1 API, and how a request becomes a :class:`JobSpec`."""
+"""Request bodies and job-id paths of the v1 API, and how a request becomes a
+:class:`JobSpec`."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.functional_validators import AfterValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from jobdeck.deck import Deck
 from jobdeck.errors import JobdeckError
@@ -28,14 +30,26 @@ def _check_time(text: str) -> str:
     try:
         parse_time(text)
     except (ValueError, OverflowError):
-        raise ValueError("not an RFC 3339 timestamp") from None
+        raise ValueError("not an RFC 3339 timestamp within the years 0001 to 9999 UTC") from None
     return text
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer: take it as 1 (strict validation still refuses
+    # 1.5, "1" and true).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 #: Label keys: like names, without ``:``, since ``label=k:v`` filters split at the colon.
 LABEL_KEY_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: ``label=k:v`` of ``GET /v1/jobs``: a key, a colon, a value (maybe empty).
+LABEL_FILTER_REGEX = r"^[^:]+:"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
+#: A job id in a path: malformed ones (too long, say) answer 422 before the store is asked.
+JobIdPath = Annotated[str, Path(pattern=NAME_REGEX, description="the job's id")]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_REGEX)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
 Timestamp = Annotated[
@@ -44,35 +58,60 @@ Timestamp = Annotated[
     AfterValidator(_check_time),
     Field(json_schema_extra={"format": "date-time"}),
 ]
+# JSON integers, 3 or 3.0. The constraints come before the validator, or the OpenAPI
+# document leaves them out.
+Priority = Annotated[
+    int, Field(strict=True, ge=-MAX_PRIORITY, le=MAX_PRIORITY), BeforeValidator(_integral)
+]
+Attempts = Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS), BeforeValidator(_integral)]
 
 
 class JobRequest(BaseModel):
-    """``POST /v1/jobs``: what to run. Unknown fields are rejected."""
+    """``POST /v1/jobs``: what to run. Unknown fields are rejected; ``run_at`` and ``delay``
+    exclude each other."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "not": {
+                "required": ["run_at", "delay"],
+                "properties": {"run_at": {"type": "string"}, "delay": {"type": "number"}},
+            }
+        },
+    )
 
-    kind: Annotated[str, Field(min_length=1, max_length=128, description="a registered kind")]
+    kind: Annotated[
+        str,
+        Field(min_length=1, max_length=128, description="a registered kind", examples=["steps"]),
+    ]
+    # Any: a params document that is no object answers as invalid params of the kind.
     params: Annotated[
-        Any, Field(description="a JSON object, validated against the kind's schema")
+        Any,
+        Field(
+            description="a JSON object, validated against the kind's schema",
+            json_schema_extra={"anyOf": [{"type": "object"}, {"type": "null"}]},
+        ),
     ] = None
     id: Annotated[Name | None, Field(description="the client's id (idempotent create)")] = None
     queue: Name | None = None
-    priority: Annotated[int, Field(strict=True, ge=-MAX_PRIORITY, le=MAX_PRIORITY)] = 0
+    priority: Priority = 0
     run_at: Annotated[
-        Timestamp | None, Field(description="when to run, RFC 3339 (or give delay)")
+        Timestamp | None,
+        Field(description="when to run, RFC 3339 within the years 0001 to 9999 UTC"),
     ] = None
     delay: Annotated[
         float | None,
         Field(strict=True, ge=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds"),
     ] = None
-    max_attempts: Annotated[int | None, Field(strict=True, ge=1, le=MAX_ATTEMPTS)] = None
+    max_attempts: Attempts | None = None
     timeout: Annotated[
         float | None,
         Field(strict=True, gt=0, le=MAX_SECONDS, allow_inf_nan=False, description="seconds"),
     ] = None
-    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] = Field(
-        default_factory=dict
-    )
+    labels: Annotated[
+        dict[LabelKey, LabelValue],
+        Field(max_length=MAX_LABELS, json_schema_extra={"additionalProperties": False}),
+    ] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_start_time(self) -> JobRequest:

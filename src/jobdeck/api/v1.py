@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, Body, Query, Request
+from pydantic import StringConstraints, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from jobdeck.deck import Deck
@@ -18,40 +18,23 @@ from jobdeck.errors import JobConflict, JobNotFound
 from jobdeck.model import JobSpec, Status, format_time
 from jobdeck.store.base import CancelEffect, JobFilter
 
+from . import documents as docs
 from .events import KEEPALIVE_SECONDS, add_event_routes, watch_until_terminal
 from .problems import Problem, ProblemRoute, error_problem, pydantic_problem, validation_problem
 from .render import job_response, jobs_response, log_change, prefer_wait
-from .schemas import NAME_REGEX, BatchRequest, JobRequest
+from .schemas import LABEL_FILTER_REGEX, NAME_REGEX, BatchRequest, JobIdPath, JobRequest
 
 MAX_PAGE = 1000
 #: At most this many values per repeatable filter of ``GET /v1/jobs``.
 MAX_FILTER_VALUES = 100
 MAX_CURSOR = 512
 
-JobIdPath = Annotated[str, Path(description="the job's id")]
 Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="from next_cursor")]
-
-_PROBLEM = {"content": {"application/problem+json": {}}}
-
-
-def _problem_doc(description: str) -> dict[str, Any]:
-    return {"description": description, **_PROBLEM}
 
 
 def _label_pairs(labels: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    errors = []
-    for index, text in enumerate(labels):
-        key, colon, value = text.partition(":")
-        if not colon or not key:
-            errors.append(
-                {"loc": ["query", "label", index], "msg": "expected key:value", "type": "label"}
-            )
-            continue
-        pairs.append((key, value))
-    if errors:
-        raise validation_problem(errors)
-    return tuple(pairs)
+    # Each is key:value already (LABEL_FILTER_REGEX); the value may hold colons.
+    return tuple((key, value) for key, _, value in (text.partition(":") for text in labels))
 
 
 def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) -> APIRouter:
@@ -69,12 +52,22 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         name="jobdeck_create_job",
         status_code=202,
         summary="Start a job",
+        response_model=None,
         responses={
-            200: {"description": "the job exists already with this spec, or ended in time"},
-            202: {"description": "stored; it runs in the background"},
-            409: _problem_doc("the id belongs to a job with another spec"),
-            413: _problem_doc("the body or the params are too large"),
-            422: _problem_doc("unknown kind, bad params or a malformed request"),
+            200: docs.job_body(
+                "the job exists already with this spec, or ended within Prefer: wait",
+                location=True,
+            ),
+            202: docs.job_body("stored; it runs in the background", location=True),
+            **docs.problems(
+                {
+                    400: "the body is not UTF-8 text",
+                    409: "the id belongs to a job with another spec",
+                    413: "the body or the params are too large",
+                    422: "unknown kind, bad params or a malformed request",
+                    503: None,
+                }
+            ),
         },
     )
     async def create_job(request: Request, body: Annotated[JobRequest, Body()]) -> Response:
@@ -101,10 +94,19 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         name="jobdeck_create_jobs",
         status_code=202,
         summary="Start up to 1000 jobs, all or none",
+        response_model=None,
         responses={
-            409: _problem_doc("an entry's id belongs to a job with another spec (see index)"),
-            413: _problem_doc("the body or an entry's params are too large (see index)"),
-            422: _problem_doc("an entry is not valid (see index)"),
+            200: docs.jobs_body(docs.JobBatch, "every job existed already with the same spec"),
+            202: docs.jobs_body(docs.JobBatch, "stored; they run in the background"),
+            **docs.problems(
+                {
+                    400: "the body is not UTF-8 text",
+                    409: "an entry's id belongs to a job with another spec (see index)",
+                    413: "the body or an entry's params are too large (see index)",
+                    422: "an entry is not valid (see index)",
+                    503: None,
+                }
+            ),
         },
     )
     async def create_jobs(body: Annotated[BatchRequest, Body()]) -> Response:
@@ -139,13 +141,22 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         status = 202 if any(entry.created for entry in entries) else 200
         return jobs_response({"items": [job.to_dict() for job in jobs]}, jobs, status)
 
-    @router.get("/v1/jobs", name="jobdeck_list_jobs", summary="List jobs, newest first")
+    @router.get(
+        "/v1/jobs",
+        name="jobdeck_list_jobs",
+        summary="List jobs, newest first",
+        response_model=None,
+        responses={
+            200: docs.jobs_body(docs.JobPage, "one page of jobs"),
+            **docs.problems({422: "a filter, the limit or the cursor is not valid", 503: None}),
+        },
+    )
     async def list_jobs(
         status: Annotated[list[Status] | None, Query(max_length=MAX_FILTER_VALUES)] = None,
         kind: Annotated[list[str] | None, Query(max_length=MAX_FILTER_VALUES)] = None,
         queue: Annotated[list[str] | None, Query(max_length=MAX_FILTER_VALUES)] = None,
         label: Annotated[
-            list[str] | None,
+            list[Annotated[str, StringConstraints(pattern=LABEL_FILTER_REGEX)]] | None,
             Query(max_length=MAX_FILTER_VALUES, description="key:value, repeatable"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -172,7 +183,11 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         "/v1/jobs/{job_id}",
         name="jobdeck_get_job",
         summary="One job",
-        responses={404: _problem_doc("no such job")},
+        response_model=None,
+        responses={
+            200: docs.job_body("the job"),
+            **docs.problems({404: None, 422: "not a job id", 503: None}),
+        },
     )
     async def get_job(job_id: JobIdPath) -> Response:
         """The job, with ``Retry-After`` while it is not terminal."""
@@ -185,10 +200,11 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         "/v1/jobs/{job_id}/cancel",
         name="jobdeck_cancel_job",
         summary="Cancel a job",
+        response_model=None,
         responses={
-            200: {"description": "cancelled (it was queued), or already terminal"},
-            202: {"description": "the running job was asked to stop"},
-            404: _problem_doc("no such job"),
+            200: docs.job_body("cancelled (it was queued), or already terminal"),
+            202: docs.job_body("the running job was asked to stop"),
+            **docs.problems({404: None, 422: "not a job id", 503: None}),
         },
     )
     async def cancel_job(job_id: JobIdPath) -> Response:
@@ -210,9 +226,17 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         name="jobdeck_retry_job",
         status_code=202,
         summary="Run a failed or cancelled job again",
+        response_model=None,
         responses={
-            404: _problem_doc("no such job"),
-            409: _problem_doc("the job is queued, running or succeeded"),
+            202: docs.job_body("queued to run now"),
+            **docs.problems(
+                {
+                    404: None,
+                    409: "the job is queued, running or succeeded",
+                    422: "not a job id",
+                    503: None,
+                }
+            ),
         },
     )
     async def retry_job(job_id: JobIdPath) -> Response:
@@ -226,9 +250,12 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         name="jobdeck_delete_job",
         status_code=204,
         summary="Forget a terminal job",
+        response_model=None,
         responses={
-            404: _problem_doc("no such job"),
-            409: _problem_doc("the job is queued or running"),
+            204: {"description": "deleted, with its logs"},
+            **docs.problems(
+                {404: None, 409: "the job is queued or running", 422: "not a job id", 503: None}
+            ),
         },
     )
     async def delete_job(job_id: JobIdPath) -> Response:
@@ -243,7 +270,11 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         "/v1/jobs/{job_id}/logs",
         name="jobdeck_job_logs",
         summary="A job's log lines, oldest first",
-        responses={404: _problem_doc("no such job")},
+        response_model=None,
+        responses={
+            200: docs.body(docs.LogPage, "one page of log lines"),
+            **docs.problems({404: None, 422: "not a job id, or a bad cursor or limit", 503: None}),
+        },
     )
     async def job_logs(
         job_id: JobIdPath,
@@ -268,16 +299,23 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
 
     add_event_routes(router, deck, keepalive_seconds=keepalive_seconds)
 
-    @router.get("/v1/kinds", name="jobdeck_kinds", summary="Registered task kinds")
+    @router.get(
+        "/v1/kinds",
+        name="jobdeck_kinds",
+        summary="Registered task kinds",
+        response_model=None,
+        responses={200: docs.body(docs.Kinds, "every registered kind, by name")},
+    )
     async def kinds() -> dict[str, Any]:
-        """``{"items": [{"name", "queue", "max_attempts", "timeout", "description",
-        "params_schema"}, ...]}``, by name."""
+        """``{"items": [{"name", "queue", "max_attempts", "timeout", "isolation",
+        "description", "params_schema"}, ...]}``, by name."""
         items = [
             {
                 "name": kind.name,
                 "queue": kind.queue,
                 "max_attempts": kind.max_attempts,
                 "timeout": kind.timeout,
+                "isolation": kind.isolation,
                 "description": kind.description,
                 "params_schema": kind.params_schema(),
             }
@@ -285,7 +323,13 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         ]
         return {"items": items}
 
-    @router.get("/v1/stats", name="jobdeck_stats", summary="Counts per queue and status")
+    @router.get(
+        "/v1/stats",
+        name="jobdeck_stats",
+        summary="Counts per queue and status",
+        response_model=None,
+        responses={200: docs.body(docs.Stats, "current counts"), **docs.problems({503: None})},
+    )
     async def stats() -> dict[str, Any]:
         """``{"queues": {name: {status: n}}, "workers": n, "finished_last_minute": n}``."""
         current = await store.stats()
