@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format clean bench-latency
+.PHONY: help install run test lint format clean bench-latency soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
@@ -37,7 +37,11 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff check --fix src tests bench
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .venv-peers .pytest_cache .ruff_cache .hypothesis src/*.egg-info
 
 bench-latency: $(STAMP) ## pickup and cancel latency on SQLite and PostgreSQL (a few minutes)
 	$(BIN)/python bench/latency.py
+
+soak: $(STAMP) ## 2,000 jobs per backend, workers SIGKILLed, DB stalls (~5 min; bench/results/soak.json)
+	JOBDECK_SOAK_JOBS=2000 JOBDECK_SOAK_RESULTS=bench/results/soak.json \
+		$(BIN)/python -m pytest tests/faults/test_soak.py -k 'soak_with_workers' -v

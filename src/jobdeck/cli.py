@@ -1,4 +1,4 @@
-"""The ``jobdeck`` command: ``serve``, ``worker``, ``migrate``."""
+"""The ``jobdeck`` command: ``serve``, ``worker``, ``migrate``, ``purge``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from jobdeck.errors import SchemaTooNew
+from jobdeck.retention import PURGE_BATCH
 from jobdeck.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -24,6 +26,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "concurrency": getattr(args, "concurrency", None),
         "queues": tuple(args.queue) if getattr(args, "queue", None) else None,
+        "retention_seconds": getattr(args, "older_than", None),
     }
     if getattr(args, "no_worker", False):
         overrides["embedded_worker"] = False
@@ -112,6 +115,51 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def seconds(text: str) -> float:
+    """A command-line duration: a finite number of seconds >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def purge(args: argparse.Namespace) -> int:
+    """Delete the finished jobs older than the retention (``--older-than`` or
+    ``JOBDECK_RETENTION_SECONDS``), in batches; print how many went."""
+    from jobdeck.model import now_us
+    from jobdeck.retention import purge_cutoff, purge_finished
+    from jobdeck.store import open_store
+
+    settings = _settings(args)
+    cutoff = purge_cutoff(now_us(), settings.retention_seconds)
+
+    async def main() -> int:
+        store = open_store(settings)
+        await store.open()
+        try:
+            return await purge_finished(store, cutoff, args.batch_size)
+        finally:
+            await store.close()
+
+    purged = asyncio.run(main())
+    print(f"purged {purged} jobs finished over {settings.retention_seconds:g} seconds ago")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobdeck", description="Durable background jobs for Python web services."
@@ -148,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")
     migrate_parser.set_defaults(handler=migrate)
+
+    purge_parser = commands.add_parser(
+        "purge", help="delete finished jobs older than the retention, and their logs"
+    )
+    purge_parser.add_argument(
+        "--older-than",
+        type=seconds,
+        metavar="SECONDS",
+        help="age of the finished jobs to delete (default: $JOBDECK_RETENTION_SECONDS, a week)",
+    )
+    purge_parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=PURGE_BATCH,
+        metavar="N",
+        help=f"jobs deleted per transaction (default {PURGE_BATCH})",
+    )
+    purge_parser.set_defaults(handler=purge)
     return parser
 
 

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -23,6 +23,9 @@ from jobdeck.errors import InvalidParams, JobCancelled, JobInterrupted, UnknownK
 from jobdeck.model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, NAME_PATTERN, now_us
 
 TaskFunction = Callable[..., Any]
+#: Where a kind's jobs run: ``"thread"`` in the worker process (async tasks in its event loop,
+#: sync tasks in its thread pool), ``"process"`` each in a child process that can be killed.
+Isolation = Literal["thread", "process"]
 
 
 # --- the context a job sees --------------------------------------------------------------
@@ -150,6 +153,7 @@ class TaskKind:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout: float | None = None
     description: str | None = None
+    isolation: Isolation = "thread"
 
     @property
     def is_async(self) -> bool:
@@ -221,6 +225,27 @@ def _build_params_model(
     return model, context_param, None
 
 
+def _check_importable(name: str, function: TaskFunction) -> None:
+    """Raise ValueError unless ``function`` can be found again by module and qualified name,
+    as the child process of a process-isolated kind finds it."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        problem = "has no module and qualified name"
+    elif inspect.ismethod(function):
+        problem = f"is a bound method ({qualname})"
+    elif "<" in qualname:  # <lambda>, <locals>
+        problem = f"is a lambda or a nested function ({qualname})"
+    elif module == "__main__":
+        problem = "is defined in __main__"
+    else:
+        return
+    raise ValueError(
+        f"task {name!r} with isolation='process' {problem}: its process imports it by module "
+        "and qualified name, so define it at the top level of an importable module"
+    )
+
+
 class TaskRegistry:
     """Task kinds by name."""
 
@@ -235,13 +260,24 @@ class TaskRegistry:
         queue: str = DEFAULT_QUEUE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float | None = None,
+        isolation: Isolation = "thread",
     ) -> TaskKind:
-        """Register ``function`` as a kind (its ``__name__`` unless ``name`` is given)."""
+        """Register ``function`` as a kind (its ``__name__`` unless ``name`` is given).
+
+        ``isolation="process"`` runs each job in a child process that is killed on cancel,
+        timeout or a lost lease, for code that never checks; the function must then be
+        importable by module and qualified name (not a lambda, a nested function or in
+        ``__main__``), and its params and result are JSON.
+        """
         kind_name = name or function.__name__
         if not NAME_PATTERN.fullmatch(kind_name):
             raise ValueError(f"invalid task kind name {kind_name!r}")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if isolation not in get_args(Isolation):
+            raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
+        if isolation == "process":
+            _check_importable(kind_name, function)
         existing = self._kinds.get(kind_name)
         if existing is not None and existing.function is not function:
             raise ValueError(f"task kind {kind_name!r} is already registered")
@@ -256,6 +292,7 @@ class TaskRegistry:
             max_attempts=max_attempts,
             timeout=timeout,
             description=inspect.getdoc(function),
+            isolation=isolation,
         )
         self._kinds[kind_name] = kind
         return kind
@@ -268,11 +305,19 @@ class TaskRegistry:
         queue: str = DEFAULT_QUEUE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float | None = None,
+        isolation: Isolation = "thread",
     ) -> Any:
         """Decorator: ``@registry.task`` or ``@registry.task(name=..., queue=..., ...)``."""
 
         def decorate(fn: TaskFunction) -> TaskFunction:
-            self.register(fn, name=name, queue=queue, max_attempts=max_attempts, timeout=timeout)
+            self.register(
+                fn,
+                name=name,
+                queue=queue,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                isolation=isolation,
+            )
             return fn
 
         return decorate(function) if function is not None else decorate
@@ -306,7 +351,7 @@ default_registry = TaskRegistry()
 
 def task(function: TaskFunction | None = None, **options: Any) -> Any:
     """Register a task kind in the default registry: ``@jobdeck.task`` or
-    ``@jobdeck.task(name=..., queue=..., max_attempts=..., timeout=...)``."""
+    ``@jobdeck.task(name=..., queue=..., max_attempts=..., timeout=..., isolation=...)``."""
     return default_registry.task(function, **options)
 
 

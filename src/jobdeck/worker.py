@@ -15,6 +15,9 @@ Five loops share one asyncio event loop:
 Async tasks run as asyncio tasks and are cancelled outright on cancel, timeout or lost
 lease. Sync tasks run in a thread pool and stop at their next ``ctx.checkpoint()``,
 ``ctx.progress()`` or ``ctx.sleep()``; their slot stays taken until the thread returns.
+Kinds registered with ``isolation="process"`` run in a child process instead
+(:mod:`jobdeck.isolation`), which is killed when it does not stop in time, and at once on a
+lost lease.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from jobdeck.errors import (
     LeaseLost,
     StoreUnavailable,
 )
+from jobdeck.isolation import ChildFailed, IsolatedRun
 from jobdeck.model import (
     MICROS,
     Job,
@@ -51,6 +55,7 @@ from jobdeck.model import (
     backoff_seconds,
     now_us,
 )
+from jobdeck.retention import PURGE_BATCH, purge_cutoff, purge_interval
 from jobdeck.settings import Settings
 from jobdeck.store.base import NewLogLine, ProgressUpdate, Store, WorkerBatch
 from jobdeck.tasks import JobContext, TaskKind, TaskRegistry
@@ -58,11 +63,9 @@ from jobdeck.tasks import JobContext, TaskKind, TaskRegistry
 log = logging.getLogger("jobdeck.worker")
 
 FLUSH_SECONDS = 0.25
-PURGE_EVERY_SECONDS = 60.0
 MAINTAIN_EVERY_SECONDS = 1.0
 #: With push notifications, idle loops still look every this many seconds.
 SAFETY_POLL_SECONDS = 2.0
-PURGE_BATCH = 500
 _worker_numbers = itertools.count(1)
 
 
@@ -79,6 +82,7 @@ class Run:
     context: JobContext
     task: asyncio.Task[Any] | None = None
     lease_renewed_at: float = field(default_factory=time.monotonic)
+    child: IsolatedRun | None = None
 
 
 def default_worker_name() -> str:
@@ -205,6 +209,9 @@ class Worker:
             free = self.concurrency - len(self.runs)
             if free > 0:
                 hub.work_available.clear()
+                # The leases the claim grants start no earlier than this: the fence counts
+                # from here, not from the answer, which may come late.
+                asked_at = time.monotonic()
                 try:
                     jobs = await self.store.claim(
                         self.name, self.queues, kinds, free, self.settings.lease_seconds
@@ -213,7 +220,7 @@ class Worker:
                     log.warning("worker %s: claim failed: %s", self.name, exc)
                     jobs = []
                 for job in jobs:
-                    self._launch(job)
+                    self._launch(job, asked_at)
                 if not jobs and not self.runs:
                     self._empty_claims += 1
                 if len(jobs) == free:
@@ -244,10 +251,10 @@ class Worker:
             return SAFETY_POLL_SECONDS
         return max(0.0, min(SAFETY_POLL_SECONDS, (due - now_us()) / MICROS))
 
-    def _launch(self, job: Job) -> None:
+    def _launch(self, job: Job, leased_at: float) -> None:
         kind = self.registry.get(job.kind)
         context = JobContext(job.id, job.kind, job.attempt)
-        run = Run(job, kind, context)
+        run = Run(job, kind, context, lease_renewed_at=leased_at)
         self.runs[job.id] = run
         log.info(
             "job %s kind=%s running (attempt %d/%d) on %s",
@@ -281,6 +288,9 @@ class Worker:
         self._finish(run, outcome)
 
     async def _call(self, run: Run) -> Any:
+        if run.kind.isolation == "process":
+            run.child = IsolatedRun(run.kind, run.job, run.context)
+            return await run.child.run()
         arguments = run.kind.arguments(run.job.params, run.context)
         if run.kind.is_async:
             return await run.kind.function(**arguments)
@@ -297,7 +307,11 @@ class Worker:
                 continue
 
     def _interrupt(self, run: Run, reason: type[JobInterrupted]) -> None:
-        if not run.context.interrupt(reason):
+        first = run.context.interrupt(reason)
+        if run.child is not None:
+            run.child.stop(reason)  # even when not first: a lost lease kills the child at once
+            return
+        if not first:
             return
         if run.kind.is_async and run.task is not None and not run.task.done():
             run.task.cancel()
@@ -308,6 +322,8 @@ class Worker:
             return None
         if reason is JobCancelled:
             return self._outcome(run, OutcomeKind.CANCELLED)
+        if reason is JobTimedOut:  # it returned after all, but too late: a failure
+            return self._timed_out(run)
         try:
             json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -323,12 +339,12 @@ class Worker:
         if reason is ShuttingDown:
             return self._outcome(run, OutcomeKind.HANDED_BACK)
         if reason is JobTimedOut:
-            return self._failure(
-                run,
-                TimeoutError(f"job exceeded its timeout of {run.job.timeout}s"),
-                with_traceback=False,
-            )
+            return self._timed_out(run)
         return self._outcome(run, OutcomeKind.CANCELLED)
+
+    def _timed_out(self, run: Run) -> Outcome:
+        error = TimeoutError(f"job exceeded its timeout of {run.job.timeout}s")
+        return self._failure(run, error, with_traceback=False)
 
     def _failure(self, run: Run, exc: BaseException, *, with_traceback: bool = True) -> Outcome:
         job = run.job
@@ -341,8 +357,11 @@ class Worker:
                 random.uniform(0.5, 1.5),
             )
             retry_at = now_us() + int(delay * MICROS)
-        trace = "".join(traceback.format_exception(exc)) if with_traceback else None
-        error = JobError(type(exc).__name__, str(exc), trace)
+        if isinstance(exc, ChildFailed):
+            error = exc.error  # as the child process saw it
+        else:
+            trace = "".join(traceback.format_exception(exc)) if with_traceback else None
+            error = JobError(type(exc).__name__, str(exc), trace)
         return self._outcome(run, OutcomeKind.FAILED, error=error, retry_at=retry_at)
 
     def _outcome(self, run: Run, kind: OutcomeKind, **values: Any) -> Outcome:
@@ -472,13 +491,25 @@ class Worker:
         await self._purge_if_due()
 
     async def _purge_if_due(self) -> None:
+        """Delete one batch of finished jobs older than the retention, when due: every
+        ``purge_interval`` seconds, and at every tick while a backlog remains. One batch
+        per tick, so that lease renewal in this loop never waits on a long purge."""
+        retention = self.settings.retention_seconds
+        interval = purge_interval(retention)
         now = time.monotonic()
-        if now - self._last_purge < PURGE_EVERY_SECONDS:
+        if now - self._last_purge < interval:
             return
         self._last_purge = now
-        cutoff = now_us() - int(self.settings.retention_seconds * MICROS)
-        while await self.store.purge(cutoff, PURGE_BATCH) == PURGE_BATCH:
-            await asyncio.sleep(0)
+        try:
+            purged = await self.store.purge(purge_cutoff(now_us(), retention), PURGE_BATCH)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            # Purging can wait; the lease loop it runs in must not die of it.
+            log.exception("worker %s: purge failed", self.name)
+            return
+        if purged >= PURGE_BATCH:
+            self._last_purge = now - interval  # more to go: due again at the next tick
 
     # --- cancellation --------------------------------------------------------------------
 

@@ -270,3 +270,51 @@ async def test_stale_run_finishing_late_writes_nothing_over_the_new_owner(
 
     after = await deck.store.get(job.id)
     assert after == done
+
+
+class LateClaims(Partition):
+    """A store whose claims reach the worker late (a slow commit, a long round trip): the
+    lease starts when the store takes the claim, the worker hears of it ``delay`` seconds
+    later; right after a claim the worker is cut off, before it renews anything."""
+
+    def __init__(self, store: Store, delay: float) -> None:
+        super().__init__(store)
+        self.delay = delay
+        self.leases: list[int] = []
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs = await super().claim(*args, **kwargs)
+        if jobs:
+            self.leases += [job.lease_expires_at for job in jobs if job.lease_expires_at]
+            self.cut = True
+            await asyncio.sleep(self.delay)
+        return jobs
+
+
+async def test_fence_counts_the_lease_from_before_the_claim_not_from_its_answer(
+    deck: Deck, make_worker: WorkerFactory, wait_for: WaitFor
+) -> None:
+    """A claim that answers half a lease late, and no renewal after it: the run is still
+    abandoned before the lease the claim granted runs out (the fence's clock starts when the
+    claim was sent, as the lease's did, not when the answer came)."""
+    stopped_at: list[int] = []
+
+    @deck.task
+    async def late(ctx: JobContext) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped_at.append(now_us())
+            raise
+
+    await deck.enqueue("late")
+    store = LateClaims(deck.store, delay=deck.settings.lease_seconds / 2)
+    worker = make_worker(deck, name="test:1:late", store=store)  # type: ignore[arg-type]
+    await worker.start()
+    await wait_for(lambda: stopped_at, timeout=5, what="the run abandoned")
+    store.cut = False
+
+    assert len(store.leases) == 1
+    assert stopped_at[0] < store.leases[0], (
+        f"run abandoned {(stopped_at[0] - store.leases[0]) / 1000:.1f} ms after its lease expired"
+    )

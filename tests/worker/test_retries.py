@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -175,6 +176,35 @@ async def test_job_timeout_fails_after_retries(
     ]
     assert done.started_at is not None and done.finished_at is not None
     assert done.finished_at - done.started_at < 3 * MICROS
+
+
+async def test_sync_job_returning_after_its_timeout_fails(
+    deck: Deck, make_worker: WorkerFactory, wait_status: WaitStatus
+) -> None:
+    """A sync task that does not stop at its timeout and returns afterwards still counts as
+    timed out: each attempt fails with TimeoutError, the result is dropped, never succeeded."""
+    runs: list[int] = []
+
+    @deck.task
+    def belated(ctx: JobContext) -> str:
+        runs.append(ctx.attempt)
+        deadline = time.monotonic() + 10
+        while not ctx.interrupted and time.monotonic() < deadline:
+            time.sleep(0.002)  # busy with its work; returns once the timeout has passed
+        return "late"
+
+    job = await deck.enqueue("belated", timeout=0.1, max_attempts=2)
+    await make_worker(deck).start()
+    done = await wait_status(deck.store, job.id, timeout=5)
+
+    assert done.status is Status.FAILED
+    assert runs == [1, 2]
+    assert done.result is None
+    assert done.error is not None and done.error.type == "TimeoutError"
+    assert [(e.attempt, e.type) for e in done.attempt_errors] == [
+        (1, "TimeoutError"),
+        (2, "TimeoutError"),
+    ]
 
 
 async def test_kind_timeout_applies_to_its_jobs(

@@ -209,7 +209,9 @@ class Store(Protocol):
         """Jobs whose lease expired: back to the queue, cancelled, or failed (WorkerLost)."""
 
     async def purge(self, finished_before: int, batch_size: int) -> int:
-        """Delete up to ``batch_size`` terminal jobs finished before the given time."""
+        """Delete up to ``batch_size`` terminal jobs finished before the given time, the
+        earliest finished first, with their log lines; return how many. Never touches a
+        queued or running job."""
 
     async def unregister_worker(self, worker: str) -> None:
         """Forget a worker that shut down."""

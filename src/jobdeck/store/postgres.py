@@ -8,12 +8,16 @@
   keeps everything correct when a notification is lost: NOTIFY is never the source of truth.
 - All tables live in the schema ``JOBDECK_PG_SCHEMA``; statements name it explicitly, so
   nothing depends on a session's ``search_path`` (PgBouncer in transaction mode works).
+- Every connection names itself in ``pg_stat_activity.application_name``:
+  ``jobdeck:pool:<pid>`` or ``jobdeck:listen:<pid>`` (unless the URL or ``PGAPPNAME`` names
+  one), so that an operator can tell whose connections they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -63,6 +67,7 @@ from jobdeck.store.sql import load_queries
 
 try:
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg.rows import dict_row
     from psycopg.types.string import TextLoader
     from psycopg_pool import AsyncConnectionPool
@@ -172,7 +177,11 @@ class PostgresStore:
             self.url,
             min_size=1,
             max_size=POOL_SIZE,
-            kwargs={"row_factory": dict_row, "prepare_threshold": None},
+            kwargs={
+                "row_factory": dict_row,
+                "prepare_threshold": None,
+                **_application_name(self.url, "pool"),
+            },
             configure=_configure,
             open=False,
             name=f"jobdeck-{self.schema}",
@@ -240,7 +249,9 @@ class PostgresStore:
         changed (notifications sent meanwhile were lost)."""
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, **_application_name(self.url, "listen")
+                )
             except psycopg.OperationalError as exc:
                 log.warning("postgresql listen connection failed: %s", exc)
                 await asyncio.sleep(LISTEN_RECONNECT_SECONDS)
@@ -737,6 +748,18 @@ class PostgresStore:
 async def _configure(conn: Conn) -> None:
     """jsonb comes back as its text, as SQLite's TEXT does: one decoder for both adapters."""
     conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _application_name(url: str, purpose: str) -> dict[str, str]:
+    """``application_name`` of a connection of this process: ``jobdeck:<purpose>:<pid>``,
+    unless the URL or ``PGAPPNAME`` already names the application (theirs wins)."""
+    try:
+        named = "application_name" in conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        named = False  # a malformed URL: connecting will say what is wrong with it
+    if named or os.environ.get("PGAPPNAME"):
+        return {}
+    return {"application_name": f"jobdeck:{purpose}:{os.getpid()}"}
 
 
 def _payload(ids: list[str], work: bool, cancel: bool) -> str:
