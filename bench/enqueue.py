@@ -122,19 +122,20 @@ def over_http(base_url: str, single: int, batches: int) -> dict[str, Any]:
     with httpx.Client(base_url=base_url, timeout=60.0) as http:
         for _ in range(WARMUP):
             http.post("/v1/jobs", json=NOOP).raise_for_status()
-        start = time.perf_counter()
-        for _ in range(single):
-            answer = http.post("/v1/jobs", json=NOOP)
-            if answer.status_code != 202:
-                raise RuntimeError(f"POST /v1/jobs: {answer.status_code} {answer.text[:200]}")
-        single_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        for _ in range(batches):
-            answer = http.post("/v1/jobs:batch", json=batch)
-            if answer.status_code != 202:
-                raise RuntimeError(f"POST /v1/jobs:batch: {answer.status_code}")
-        batch_seconds = time.perf_counter() - start
+        single_seconds = timed_posts(http, "/v1/jobs", NOOP, single)
+        batch_seconds = timed_posts(http, "/v1/jobs:batch", batch, batches)
     return figures(single, single_seconds, batches, batch_seconds)
+
+
+def timed_posts(http: httpx.Client, path: str, body: Any, count: int) -> float:
+    """Seconds taken by ``count`` POSTs of ``body`` to ``path``, one after the other; each
+    must be accepted (202)."""
+    start = time.perf_counter()
+    for _ in range(count):
+        answer = http.post(path, json=body)
+        if answer.status_code != 202:
+            raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:200]}")
+    return time.perf_counter() - start
 
 
 def measure_backend(backend: str, postgres_url: str, quick: bool) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Real ``jobdeck`` processes for the end-to-end tests, and polling with deadlines.
+"""Real ``jobdeck`` processes for the end-to-end tests, polling with deadlines, and reading
+every job through the API (:func:`all_jobs`).
 
 Every process runs the installed ``jobdeck`` console script in its own session, with its
 environment reduced to ``JOBDECK_*`` settings chosen here (a SQLite file under the test's
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -80,6 +81,23 @@ def wait_until(
         if time.monotonic() >= deadline:
             pytest.fail(f"{what}: not reached within {timeout} s (last: {last!r})")
         time.sleep(interval)
+
+
+def all_jobs(http: httpx.Client) -> list[dict[str, Any]]:
+    """Every job, through the paginated ``GET /v1/jobs``."""
+    jobs: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if cursor is not None:
+            params["cursor"] = cursor
+        answer = http.get("/v1/jobs", params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        jobs += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return jobs
 
 
 class JobdeckProcess:

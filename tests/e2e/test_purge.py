@@ -30,15 +30,6 @@ SpecFactory = Callable[..., JobSpec]
 
 
 @pytest.fixture
-def cli(fresh_database: Database, jobdeck: Launcher) -> Launcher:
-    """``jobdeck`` commands on ``fresh_database`` (a SQLite file or a PostgreSQL schema)."""
-    jobdeck.settings["JOBDECK_DATABASE_URL"] = fresh_database.database_url
-    if fresh_database.pg_schema is not None:
-        jobdeck.settings["JOBDECK_PG_SCHEMA"] = fresh_database.pg_schema
-    return jobdeck
-
-
-@pytest.fixture
 async def store(fresh_database: Database) -> AsyncIterator[Store]:
     """The test's own connection to the database, to make jobs and read them back."""
     opened = open_store(fresh_database.configure(Settings()))
@@ -101,9 +92,9 @@ def jobs(store: Store, fresh_database: Database, make_spec: SpecFactory) -> Jobs
     return Jobs(store, fresh_database, make_spec)
 
 
-async def purge(cli: Launcher, *args: str, env: dict[str, str] | None = None) -> int:
+async def purge(cluster: Launcher, *args: str, env: dict[str, str] | None = None) -> int:
     """Run ``jobdeck purge <args>``, which must succeed; return how many jobs it says went."""
-    done = await asyncio.to_thread(cli.run, "purge", *args, env=env)
+    done = await asyncio.to_thread(cluster.run, "purge", *args, env=env)
     assert done.returncode == 0, done.stderr
     match = re.fullmatch(r"purged (\d+) jobs finished over \S+ seconds ago\n", done.stdout)
     assert match is not None, done.stdout
@@ -112,7 +103,7 @@ async def purge(cli: Launcher, *args: str, env: dict[str, str] | None = None) ->
 
 
 async def test_purge_deletes_finished_jobs_older_than_the_retention(
-    cli: Launcher, jobs: Jobs
+    cluster: Launcher, jobs: Jobs
 ) -> None:
     """By default a week: jobs finished 8 days ago go, 6 days ago stay; ``--older-than``
     and ``JOBDECK_RETENTION_SECONDS`` change the age; ``--older-than 0`` takes every
@@ -122,28 +113,30 @@ async def test_purge_deletes_finished_jobs_older_than_the_retention(
     today = await jobs.finished(1, days_ago=0)
     active = await jobs.active(days_ago=365)
 
-    assert await purge(cli) == 3
+    assert await purge(cluster) == 3
     assert await jobs.gone(old + last_week + today + active) == [j.id for j in old]
-    assert await purge(cli) == 0
+    assert await purge(cluster) == 0
 
-    assert await purge(cli, env={"JOBDECK_RETENTION_SECONDS": "1e18"}) == 0
-    assert await purge(cli, env={"JOBDECK_RETENTION_SECONDS": str(5 * 86_400)}) == 2
+    assert await purge(cluster, env={"JOBDECK_RETENTION_SECONDS": "1e18"}) == 0
+    assert await purge(cluster, env={"JOBDECK_RETENTION_SECONDS": str(5 * 86_400)}) == 2
     assert await jobs.gone(today + active) == []
-    assert await purge(cli, "--older-than", "0") == 1
+    assert await purge(cluster, "--older-than", "0") == 1
     assert await jobs.gone(today) == [today[0].id]
 
     survivors = [await jobs.get(job.id) for job in active]
     assert [job.status for job in survivors] == [Status.QUEUED, Status.RUNNING]
 
 
-async def test_purge_goes_in_batches_until_nothing_old_is_left(cli: Launcher, jobs: Jobs) -> None:
+async def test_purge_goes_in_batches_until_nothing_old_is_left(
+    cluster: Launcher, jobs: Jobs
+) -> None:
     """With ``--batch-size 3``, 8 old jobs go in three transactions, all of them counted;
     ``--older-than`` wins over ``JOBDECK_RETENTION_SECONDS``."""
     old = await jobs.finished(8, days_ago=2)
     kept = await jobs.finished(1, days_ago=0.5)
 
     env = {"JOBDECK_RETENTION_SECONDS": "0"}
-    assert await purge(cli, "--older-than", "86400", "--batch-size", "3", env=env) == 8
+    assert await purge(cluster, "--older-than", "86400", "--batch-size", "3", env=env) == 8
     assert await jobs.gone(old + kept) == [j.id for j in old]
 
 
@@ -163,14 +156,14 @@ BAD: list[tuple[list[str], dict[str, str], str]] = [
 
 
 async def test_bad_values_exit_2_with_a_message_and_delete_nothing(
-    cli: Launcher, jobs: Jobs
+    cluster: Launcher, jobs: Jobs
 ) -> None:
     """Each bad option or setting exits 2, names what is wrong in a line of stderr (no
     traceback), prints nothing on stdout and leaves every job alone."""
     old = await jobs.finished(2, days_ago=30)
 
     for args, env, named in BAD:
-        done = await asyncio.to_thread(cli.run, "purge", *args, env=env)
+        done = await asyncio.to_thread(cluster.run, "purge", *args, env=env)
         case = f"purge {args} {env}"
         assert done.returncode == 2, (case, done.stdout, done.stderr)
         assert named in done.stderr, (case, done.stderr)

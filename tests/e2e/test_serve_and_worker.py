@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .processes import STOP_MARGIN_SECONDS, Launcher, wait_until
+from .processes import STOP_MARGIN_SECONDS, Launcher, all_jobs, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,23 +28,6 @@ def statuses_in_file(db_path: Path) -> Counter[str]:
     with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
         rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
     return Counter({status: n for status, n in rows})
-
-
-def all_jobs(http: httpx.Client) -> list[dict[str, Any]]:
-    """Every job, through the paginated ``GET /v1/jobs``."""
-    jobs: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if cursor is not None:
-            params["cursor"] = cursor
-        answer = http.get("/v1/jobs", params=params)
-        assert answer.status_code == 200, answer.text
-        page = answer.json()
-        jobs += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return jobs
 
 
 @pytest.mark.timeout(45)

@@ -138,3 +138,27 @@ class ClientThreads:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             assert not thread.is_alive(), f"{thread.name} still runs after {timeout} s"
+
+
+class ClientLoad:
+    """``count`` client threads against the API at ``base_url``, each running
+    :meth:`client` until stopped, every request recorded in ``answers``. Subclasses write
+    :meth:`client` (``n`` is the thread's number; it should return soon once ``stop`` is
+    set)."""
+
+    def __init__(self, base_url: str, count: int) -> None:
+        self.base_url = base_url
+        self.answers = Answers()
+        self.clients = ClientThreads(count, self.client)
+
+    def start(self) -> None:
+        """Start the clients."""
+        self.clients.start()
+
+    def finish(self) -> list[Answer]:
+        """Stop the clients, wait for them and return every answer."""
+        self.clients.join()
+        return self.answers.all()
+
+    def client(self, n: int, stop: threading.Event) -> None:
+        raise NotImplementedError

@@ -35,7 +35,7 @@ import pytest
 
 from backends import Database
 from e2e.database import DatabaseReader
-from e2e.processes import JobdeckProcess, Launcher
+from e2e.processes import JobdeckProcess, Launcher, all_jobs
 
 from .soak_ledger import LEDGER_ENV, LedgerRun, create_ledger, read_ledger
 
@@ -339,23 +339,6 @@ class DatabaseStall:
     def close(self) -> None:
         """Release the lock if it is held."""
         self.release()
-
-
-def all_jobs(http: httpx.Client) -> list[dict[str, Any]]:
-    """Every job, through the paginated ``GET /v1/jobs``."""
-    jobs: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if cursor is not None:
-            params["cursor"] = cursor
-        answer = http.get("/v1/jobs", params=params)
-        assert answer.status_code == 200, answer.text
-        page = answer.json()
-        jobs += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return jobs
 
 
 # --- the checks ----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -41,48 +43,46 @@ def _end(outcome: str, value: int) -> dict[str, Any]:
     return {"value": value}
 
 
-def _stopped(ctx: JobContext) -> str:
-    reason = ctx.interrupt_reason
-    return f"interrupted:{reason.__name__ if reason is not None else 'unknown'}"
+@contextmanager
+def _ledgered(ctx: JobContext, stops: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Write the run's start in the ledger, and at its end how it ended: ``returned``,
+    ``raised``, or ``interrupted:<reason>`` when one of ``stops`` ended it."""
+    ledger = writer()
+    run = ledger.start(ctx.job_id, ctx.attempt, time.time())
+    ending = "raised"
+    try:
+        yield
+        ending = "returned"
+    except stops:
+        reason = ctx.interrupt_reason
+        ending = f"interrupted:{reason.__name__ if reason is not None else 'unknown'}"
+        raise
+    finally:
+        ledger.end(run, ending, time.time())
+
+
+def _slices(ctx: JobContext, seconds: float) -> Iterator[float]:
+    """The sleeps of ``seconds`` of work, none longer than :data:`SLICE_SECONDS`; the
+    progress is reported after each, when the caller asks for the next."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        yield min(SLICE_SECONDS, left)
+        ctx.progress(seconds - max(0.0, deadline - time.monotonic()), total=seconds)
 
 
 @task(name="soak_async")
 async def soak_async(ctx: JobContext, outcome: Outcome, seconds: Seconds, value: int) -> Any:
     """Work ``seconds`` (asyncio sleeps), then end as ``outcome`` says; logged in the ledger."""
-    ledger = writer()
-    run = ledger.start(ctx.job_id, ctx.attempt, time.time())
-    ending = "raised"
-    try:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            await ctx.asleep(min(SLICE_SECONDS, left))
-            ctx.progress(seconds - max(0.0, deadline - time.monotonic()), total=seconds)
-        result = _end(outcome, value)
-        ending = "returned"
-        return result
-    except (JobInterrupted, asyncio.CancelledError):
-        ending = _stopped(ctx)
-        raise
-    finally:
-        ledger.end(run, ending, time.time())
+    with _ledgered(ctx, (JobInterrupted, asyncio.CancelledError)):
+        for pause in _slices(ctx, seconds):
+            await ctx.asleep(pause)
+        return _end(outcome, value)
 
 
 @task(name="soak_sync")
 def soak_sync(ctx: JobContext, outcome: Outcome, seconds: Seconds, value: int) -> Any:
     """Work ``seconds`` (``ctx.sleep``), then end as ``outcome`` says; logged in the ledger."""
-    ledger = writer()
-    run = ledger.start(ctx.job_id, ctx.attempt, time.time())
-    ending = "raised"
-    try:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            ctx.sleep(min(SLICE_SECONDS, left))
-            ctx.progress(seconds - max(0.0, deadline - time.monotonic()), total=seconds)
-        result = _end(outcome, value)
-        ending = "returned"
-        return result
-    except JobInterrupted:
-        ending = _stopped(ctx)
-        raise
-    finally:
-        ledger.end(run, ending, time.time())
+    with _ledgered(ctx, (JobInterrupted,)):
+        for pause in _slices(ctx, seconds):
+            ctx.sleep(pause)
+        return _end(outcome, value)

@@ -26,14 +26,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
 from e2e.database import DatabaseReader, Row
 from e2e.processes import Launcher, wait_until
 
-from .load import Answer, Answers, ClientThreads, new_client
+from .load import Answer, ClientLoad, new_client
 
 pytestmark = pytest.mark.e2e
 
@@ -46,32 +45,19 @@ RETRY_PAUSE_SECONDS = 0.02
 ACCESS_LINE = re.compile(r"uvicorn\.access \[(\d+)\]: .* \"POST /v1/jobs\S* HTTP")
 
 
-@dataclass
-class Burst:
-    """Clients submitting jobs as fast as the API takes them, until stopped."""
+class Burst(ClientLoad):
+    """Clients submitting jobs as fast as the API takes them, until stopped; with
+    ``keep_alive`` false, each request on a new connection."""
 
-    base_url: str
-    #: Whether each client keeps its connection (else a new one per request).
-    keep_alive: bool = True
-    answers: Answers = field(default_factory=Answers)
-
-    def __post_init__(self) -> None:
-        self.clients = ClientThreads(CLIENTS, self._client)
-
-    def start(self) -> None:
-        """Start the clients."""
-        self.clients.start()
-
-    def finish(self) -> list[Answer]:
-        """Stop the clients, wait for them and return every answer."""
-        self.clients.join()
-        return self.answers.all()
+    def __init__(self, base_url: str, *, keep_alive: bool = True) -> None:
+        super().__init__(base_url, CLIENTS)
+        self.keep_alive = keep_alive
 
     def accepted(self) -> int:
         """202 answers so far."""
         return sum(1 for a in self.answers.all() if a.status == 202)
 
-    def _client(self, n: int, stop: threading.Event) -> None:
+    def client(self, n: int, stop: threading.Event) -> None:
         with new_client(self.base_url, timeout=10.0, keep_alive=self.keep_alive) as http:
             for i in itertools.count():
                 if stop.is_set():

@@ -21,7 +21,6 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import psycopg
 import pytest
@@ -30,7 +29,7 @@ from backends import Database
 from e2e.database import DatabaseReader, Row
 from e2e.processes import JobdeckProcess, Launcher, wait_until
 
-from .load import Answer, Answers, ClientThreads, new_client
+from .load import Answer, ClientLoad, new_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -51,26 +50,13 @@ PROMPT_SECONDS = 1.0
 PROBES = 3
 
 
-@dataclass
-class Load:
+class Load(ClientLoad):
     """Clients that submit short jobs and read them back, until stopped."""
 
-    base_url: str
-    answers: Answers = field(default_factory=Answers)
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url, CLIENTS)
 
-    def __post_init__(self) -> None:
-        self.clients = ClientThreads(CLIENTS, self._client)
-
-    def start(self) -> None:
-        """Start the clients."""
-        self.clients.start()
-
-    def finish(self) -> list[Answer]:
-        """Stop the clients and return every answer."""
-        self.clients.join()
-        return self.answers.all()
-
-    def _client(self, n: int, stop: threading.Event) -> None:
+    def client(self, n: int, stop: threading.Event) -> None:
         with new_client(self.base_url, timeout=SLOWEST_ANSWER_SECONDS * 4) as http:
             for i in itertools.count():
                 if stop.is_set():

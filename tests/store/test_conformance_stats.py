@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from jobdeck.model import MICROS, Job, JobError, JobSpec, OutcomeKind, Status, now_us
-from jobdeck.store.base import JobFilter, NewLogLine, ProgressUpdate, Store, WorkerBatch
+from jobdeck.model import MICROS, Job, JobError, JobSpec, OutcomeKind, now_us
+from jobdeck.store.base import NewLogLine, ProgressUpdate, Store, WorkerBatch
+from store_checks import STATUSES, counts_from_listing
 
 SpecFactory = Callable[..., JobSpec]
 JobFactory = Callable[..., Awaitable[Job]]
@@ -15,26 +15,11 @@ Rescuer = Callable[..., Awaitable[dict[str, Job]]]
 
 LONG_LEASE = 30.0
 SHORT_LEASE = 0.2
-STATUSES = [s.value for s in Status]
 
 
 def counts(**by_status: int) -> dict[str, int]:
     """All five status keys, zero unless given."""
     return {status: by_status.get(status, 0) for status in STATUSES}
-
-
-async def counts_from_listing(store: Store) -> dict[str, dict[str, int]]:
-    """Per queue and status, what a full listing shows."""
-    tally: Counter[tuple[str, str]] = Counter()
-    cursor: str | None = None
-    for _ in range(100):
-        page = await store.list(JobFilter(), 1000, cursor)
-        tally.update((job.queue, job.status.value) for job in page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    queues = {queue for queue, _ in tally}
-    return {q: {s: tally[q, s] for s in STATUSES} for q in queues}
 
 
 async def assert_stats_match_listing(store: Store, step: str) -> None:

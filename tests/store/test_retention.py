@@ -9,7 +9,6 @@ never by waiting.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -17,13 +16,12 @@ from backends import Database
 from db_direct import TIME_COLUMNS, backdate, log_rows
 from jobdeck.model import MICROS, Job, JobError, OutcomeKind, Status, now_us
 from jobdeck.store.base import JobFilter, NewLogLine, Store, WorkerBatch
-from store_checks import current
+from store_checks import counts_from_listing, current
 
 JobFactory = Callable[..., Awaitable[Job]]
 Finisher = Callable[..., Awaitable[Job | None]]
 
 DAY = 86_400 * MICROS
-STATUSES = [s.value for s in Status]
 
 
 async def age(database: Database, jobs: list[Job], at: int, *columns: str) -> None:
@@ -165,26 +163,12 @@ async def test_purge_removes_the_log_lines_of_purged_jobs(
         assert (await store.logs(job.id, None, 100)).items == [], "logs outlived a purge"
 
 
-async def listed_counts(store: Store) -> dict[str, dict[str, int]]:
-    """Per queue and status, what a full listing shows."""
-    tally: Counter[tuple[str, str]] = Counter()
-    cursor: str | None = None
-    while True:
-        page = await store.list(JobFilter(), 1000, cursor)
-        tally.update((job.queue, job.status.value) for job in page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    queues = {queue for queue, _ in tally}
-    return {q: {s: tally[q, s] for s in STATUSES} for q in queues}
-
-
 async def assert_stats_exact(store: Store, step: str) -> None:
     """stats agree with the jobs as listed: the counts of every queue with jobs, and no
     leftover count for a queue whose jobs are all gone."""
     stats = await store.stats()
     shown = {q: c for q, c in stats.queues.items() if any(c.values())}
-    assert shown == await listed_counts(store), step
+    assert shown == await counts_from_listing(store), step
     since = now_us() - 60 * MICROS
     recent = 0
     for status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED):

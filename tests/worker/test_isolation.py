@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobdeck.deck import Deck
-from jobdeck.errors import StoreUnavailable
 from jobdeck.isolation import STOP_GRACE_SECONDS
 from jobdeck.model import MICROS, Job, Status, now_us
-from jobdeck.store.base import CancelEffect, Heartbeat, Store
+from jobdeck.store.base import CancelEffect
 from jobdeck.tasks import TaskRegistry
 from jobdeck.worker import Worker
 from worker import isolated_tasks
+from worker.stores import Partition
 
 DeckFactory = Callable[..., Awaitable[Deck]]
 WorkerFactory = Callable[..., Worker]
@@ -82,6 +82,19 @@ async def cancel_running(deck: Deck, job_id: str) -> None:
 async def log_messages(deck: Deck, job_id: str) -> list[str]:
     page = await deck.store.logs(job_id, None, 1000)
     return [line.message for line in page.items]
+
+
+async def check_cancelled_in_its_process(
+    deck: Deck, job_id: str, pid_file: Path, said: str, wait_for: WaitFor, wait_status: WaitStatus
+) -> None:
+    """Once the task has started in its process, cancel the job: it ends cancelled, the task
+    logged ``said``, and its process is gone."""
+    pid = await child_pid(wait_for, pid_file)
+    await cancel_running(deck, job_id)
+    done = await wait_status(deck.store, job_id, timeout=PROMPT)
+    assert done.status is Status.CANCELLED
+    assert said in await log_messages(deck, job_id)
+    assert not alive(pid)
 
 
 async def test_cancel_kills_a_task_that_never_checks(
@@ -148,13 +161,9 @@ async def test_a_task_that_checks_sees_the_stop_in_its_process(
     pid_file = tmp_path / "pid"
     job = await deck.enqueue(kind, {"pid_file": str(pid_file)})
     await make_worker(deck).start()
-    pid = await child_pid(wait_for, pid_file)
-    await cancel_running(deck, job.id)
-    done = await wait_status(deck.store, job.id, timeout=PROMPT)
-
-    assert done.status is Status.CANCELLED
-    assert "interrupted: JobCancelled" in await log_messages(deck, job.id)
-    assert not alive(pid)
+    await check_cancelled_in_its_process(
+        deck, job.id, pid_file, "interrupted: JobCancelled", wait_for, wait_status
+    )
 
 
 async def test_progress_logs_and_result_come_back_from_the_process(
@@ -197,12 +206,9 @@ async def test_async_task_runs_in_its_process_and_is_cancelled_there(
     assert answered.status is Status.SUCCEEDED, answered.error
     assert answered.result is not None and answered.result["pid"] != os.getpid()
 
-    pid = await child_pid(wait_for, sleepy_pid)
-    await cancel_running(deck, sleepy.id)
-    done = await wait_status(deck.store, sleepy.id, timeout=PROMPT)
-    assert done.status is Status.CANCELLED
-    assert "cancelled in asyncio.sleep" in await log_messages(deck, sleepy.id)
-    assert not alive(pid)
+    await check_cancelled_in_its_process(
+        deck, sleepy.id, sleepy_pid, "cancelled in asyncio.sleep", wait_for, wait_status
+    )
 
 
 async def test_exception_in_the_process_comes_back_with_its_type(
@@ -245,37 +251,6 @@ async def test_process_that_dies_fails_the_attempt_and_is_retried(
     assert said in done.attempt_errors[0].message
 
 
-class CutOff:
-    """The store as one worker sees it: while ``cut``, its heartbeats and rescues fail as if
-    the database could not be reached and its claims find nothing. Records the start time of
-    the last heartbeat that renewed a lease."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.cut = False
-        self.last_renewal_start: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def heartbeat(self, worker: str, job_ids: Sequence[str], lease: float) -> Heartbeat:
-        if self.cut:
-            raise StoreUnavailable("cut off (test)")
-        started = now_us()
-        beat = await self._store.heartbeat(worker, job_ids, lease)
-        if beat.renewed:
-            self.last_renewal_start = started
-        return beat
-
-    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
-        return [] if self.cut else await self._store.claim(*args, **kwargs)
-
-    async def rescue_expired(self) -> list[Job]:
-        if self.cut:
-            raise StoreUnavailable("cut off (test)")
-        return await self._store.rescue_expired()
-
-
 async def test_lost_lease_kills_the_process_at_once(
     make_deck: DeckFactory, make_worker: WorkerFactory, wait_for: WaitFor, tmp_path: Path
 ) -> None:
@@ -286,7 +261,7 @@ async def test_lost_lease_kills_the_process_at_once(
     kind = isolate(deck, isolated_tasks.oblivious)
     pid_file = tmp_path / "pid"
     await deck.enqueue(kind, {"pid_file": str(pid_file)})
-    store = CutOff(deck.store)
+    store = Partition(deck.store)
     worker = make_worker(deck, store=store)  # type: ignore[arg-type]
     await worker.start()
     pid = await child_pid(wait_for, pid_file)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from jobdeck.deck import Deck
-from jobdeck.errors import StoreUnavailable
 from jobdeck.model import MICROS, Job, Status, now_us
-from jobdeck.store.base import CancelEffect, Heartbeat, Store
+from jobdeck.store.base import CancelEffect, Store
 from jobdeck.tasks import JobContext
 from jobdeck.worker import Worker
+from worker.stores import Partition
 
 WorkerFactory = Callable[..., Worker]
 WaitFor = Callable[..., Awaitable[Any]]
@@ -23,49 +23,6 @@ WaitStatus = Callable[..., Awaitable[Job]]
 Gate = Callable[[], threading.Event]
 
 DEAD = "dead-host:4242:1"
-
-
-class Partition:
-    """The store as one worker sees it; while ``cut``, that worker's heartbeats, rescues and
-    cancel checks fail as if the database could not be reached, and its claims find nothing
-    (quietly, to keep the log of a failing test readable).
-
-    Records the start time of the last heartbeat that went through: the lease it granted
-    ends no earlier than that plus the lease length.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.cut = False
-        self.last_renewal_start: int | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def _check(self) -> None:
-        if self.cut:
-            raise StoreUnavailable("network partition (test)")
-
-    async def heartbeat(self, worker: str, job_ids: Sequence[str], lease: float) -> Heartbeat:
-        self._check()
-        started = now_us()
-        beat = await self._store.heartbeat(worker, job_ids, lease)
-        if beat.renewed:
-            self.last_renewal_start = started
-        return beat
-
-    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
-        if self.cut:
-            return []
-        return await self._store.claim(*args, **kwargs)
-
-    async def rescue_expired(self) -> list[Job]:
-        self._check()
-        return await self._store.rescue_expired()
-
-    async def cancel_requests(self, worker: str, job_ids: Sequence[str]) -> frozenset[str]:
-        self._check()
-        return await self._store.cancel_requests(worker, job_ids)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])

@@ -18,6 +18,7 @@ from jobdeck.model import MICROS, Job, Outcome, OutcomeKind, Status, now_us
 from jobdeck.retention import PURGE_BATCH
 from jobdeck.store.base import Store, WorkerBatch
 from jobdeck.worker import Worker
+from worker.stores import StoreView
 
 DeckFactory = Callable[..., Awaitable[Deck]]
 WorkerFactory = Callable[..., Worker]
@@ -120,19 +121,26 @@ async def test_a_huge_retention_purges_nothing_and_the_worker_stays_healthy(
     assert purge_errors(caplog) == []
 
 
-class BrokenPurge:
-    """The store as one worker sees it, except that every purge fails with an error nobody
-    planned for (counted in ``calls``)."""
+class CountedPurge(StoreView):
+    """The store as one worker sees it, its purges counted in ``calls`` and done by
+    :meth:`purged`."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        super().__init__(store)
         self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def purge(self, finished_before: int, batch_size: int) -> int:
         self.calls += 1
+        return await self.purged(finished_before, batch_size)
+
+    async def purged(self, finished_before: int, batch_size: int) -> int:
+        return await self._store.purge(finished_before, batch_size)
+
+
+class BrokenPurge(CountedPurge):
+    """Every purge fails with an error nobody planned for."""
+
+    async def purged(self, finished_before: int, batch_size: int) -> int:
         raise RuntimeError("purge broken on purpose (test)")
 
 
@@ -172,22 +180,14 @@ async def old_backlog(deck: Deck, database: Database, n: int) -> list[Job]:
     return claimed
 
 
-class SlowPurge:
-    """The store as one worker sees it, on a database where each purge takes a while."""
+class SlowPurge(CountedPurge):
+    """A database where each purge takes a while."""
 
     DELAY_SECONDS = 0.3
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def purge(self, finished_before: int, batch_size: int) -> int:
-        self.calls += 1
+    async def purged(self, finished_before: int, batch_size: int) -> int:
         await asyncio.sleep(self.DELAY_SECONDS)
-        return await self._store.purge(finished_before, batch_size)
+        return await super().purged(finished_before, batch_size)
 
 
 async def test_a_backlog_goes_one_batch_at_a_time_between_lease_renewals(
