@@ -259,13 +259,18 @@ async def test_a_body_over_the_limit_on_a_route_without_body(
         ("GET", "/v1/jobs/a/wait?timeout=-1"),
         ("GET", "/v1/jobs?limit=1001"),
         ("GET", "/v1/jobs/a/logs?limit=1001"),
+        ("GET", "/v1/jobs?label=a%00b:v"),
+        ("GET", "/v1/jobs?label=a%20b:v"),
+        ("GET", "/v1/jobs?label=" + "a" * 129 + ":v"),
+        ("GET", "/v1/jobs?label=novalue"),
     ],
 )
 async def test_ids_and_query_values_out_of_range_are_422(
     client: httpx.AsyncClient, problem: ProblemCheck, method: str, path: str
 ) -> None:
     """Job ids in paths follow the rule of ids in bodies (at most 128 characters, DESIGN §2);
-    ``limit`` is at most 1000 and a ``wait`` timeout 0 to 60 seconds."""
+    ``limit`` is at most 1000, a ``wait`` timeout 0 to 60 seconds, and a ``label`` filter
+    names a key that a label can have (a NUL in it once reached the SQL as a JSON path)."""
     problem(await client.request(method, path), 422)
 
 

@@ -44,8 +44,8 @@ def _integral(value: Any) -> Any:
 
 #: Label keys: like names, without ``:``, since ``label=k:v`` filters split at the colon.
 LABEL_KEY_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-#: ``label=k:v`` of ``GET /v1/jobs``: a key, a colon, a value (maybe empty).
-LABEL_FILTER_REGEX = r"^[^:]+:"
+#: ``label=k:v`` of ``GET /v1/jobs``: a key a label can have, a colon, a value (maybe empty).
+LABEL_FILTER_REGEX = LABEL_KEY_REGEX.removesuffix("$") + ":"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
 #: A job id in a path: malformed ones (too long, say) answer 422 before the store is asked.
