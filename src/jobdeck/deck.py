@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from jobdeck.worker import Worker
 
 log = logging.getLogger("jobdeck")
+#: Made once: ``json.dumps`` with options builds a new encoder on every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def import_task_modules(modules: Iterable[str]) -> None:
@@ -113,13 +115,13 @@ class Deck:
     def _json_size(kind: str, value: Any) -> int:
         """Bytes of ``value`` as compact JSON; NaN and Infinity are refused (not JSON)."""
         try:
-            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            encoded = _COMPACT_JSON.encode(value)
         except ValueError:
             raise InvalidParams(
                 kind,
                 [{"loc": ["params"], "msg": "NaN and Infinity are not JSON", "type": "json"}],
             ) from None
-        return len(encoded.encode())
+        return len(encoded) if encoded.isascii() else len(encoded.encode())
 
     # the Python API
 

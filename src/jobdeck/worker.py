@@ -3,14 +3,19 @@
 Five loops share one asyncio event loop:
 
 - *claim*: takes as many runnable jobs as there are free slots, in one round trip, whenever
-  the store's hub says work may be there (or every ``JOBDECK_POLL_SECONDS``);
+  a slot frees or the store's hub says work may be there (or every
+  ``JOBDECK_POLL_SECONDS``); the same transaction first writes the runs that finished since
+  the last claim, so a busy worker commits once per cycle of "write what ended, take as
+  many new jobs";
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
   jobs whose lease expired elsewhere, purges old finished jobs;
 - *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
   itself, before anyone else can claim the job;
 - *cancel*: asks the store which running jobs were asked to stop, whenever the hub says so
   or every ``JOBDECK_CANCEL_CHECK_SECONDS``;
-- *flush*: writes progress, log lines and finished runs in batches, one transaction each.
+- *flush*: writes progress and log lines of running jobs every ``FLUSH_SECONDS``, and
+  finished runs that no claim will carry (the claim loop stopped, or a claim failed), in
+  batches, one transaction each.
 
 Async tasks run as asyncio tasks and are cancelled outright on cancel, timeout or lost
 lease. Sync tasks run in a thread pool and stop at their next ``ctx.checkpoint()``,
@@ -115,7 +120,9 @@ class Worker:
             self.concurrency, thread_name_prefix=f"jobdeck-task-{self.name}"
         )
         self._slot_freed = asyncio.Event()
-        self._outcome_ready = asyncio.Event()
+        #: Write the pending batch now rather than at the next tick or claim.
+        self._flush_now = asyncio.Event()
+        self._claiming = False
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
@@ -203,6 +210,14 @@ class Worker:
     # --- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        self._claiming = True
+        try:
+            await self._claim_batches()
+        finally:
+            self._claiming = False
+            self._flush_now.set()  # what finished from now on is written by the flush loop
+
+    async def _claim_batches(self) -> None:
         hub = self.store.hub
         kinds = self.registry.names()
         while not self._stopping.is_set():
@@ -212,13 +227,7 @@ class Worker:
                 # The leases the claim grants start no earlier than this: the fence counts
                 # from here, not from the answer, which may come late.
                 asked_at = time.monotonic()
-                try:
-                    jobs = await self.store.claim(
-                        self.name, self.queues, kinds, free, self.settings.lease_seconds
-                    )
-                except StoreUnavailable as exc:
-                    log.warning("worker %s: claim failed: %s", self.name, exc)
-                    jobs = []
+                jobs = await self._claim(kinds, free)
                 for job in jobs:
                     self._launch(job, asked_at)
                 if not jobs and not self.runs:
@@ -230,6 +239,30 @@ class Worker:
             else:
                 await wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
             self._slot_freed.clear()
+
+    async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
+        """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
+        transaction: one round trip (one commit) per cycle instead of two."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, WorkerBatch(self.name)
+            try:
+                jobs = await self.store.claim(
+                    self.name,
+                    self.queues,
+                    kinds,
+                    free,
+                    self.settings.lease_seconds,
+                    done=batch if batch else None,
+                    max_log_lines=self.settings.max_log_lines,
+                )
+            except StoreUnavailable as exc:
+                log.warning("worker %s: claim failed: %s", self.name, exc)
+                jobs = []
+            finally:
+                if batch and not batch.recorded:
+                    self._restore(batch)  # not written: the flush loop writes it
+                    self._flush_now.set()
+        return jobs
 
     @property
     def _safety_poll_seconds(self) -> float:
@@ -373,7 +406,9 @@ class Worker:
         self._collect(run)
         if outcome is not None:
             self._pending.outcomes.append(outcome)
-            self._outcome_ready.set()
+            if not self._claiming:
+                self._flush_now.set()
+            # else the claim loop, woken by the freed slot, writes it with its next claim
             job = run.job
             if outcome.kind is OutcomeKind.FAILED:
                 log.warning(
@@ -415,15 +450,21 @@ class Worker:
                 await self.store.record(batch, self.settings.max_log_lines)
             except StoreUnavailable as exc:
                 log.warning("worker %s: write failed, will retry: %s", self.name, exc)
-                self._pending.progress[:0] = batch.progress
-                self._pending.logs[:0] = batch.logs
-                self._pending.outcomes[:0] = batch.outcomes
+                self._restore(batch)
                 raise
 
+    def _restore(self, batch: WorkerBatch) -> None:
+        """Put a batch that was not written back in front of the pending one."""
+        self._pending.progress[:0] = batch.progress
+        self._pending.logs[:0] = batch.logs
+        self._pending.outcomes[:0] = batch.outcomes
+
     async def _flush_loop(self) -> None:
+        """Progress and log lines of running jobs every ``FLUSH_SECONDS``; finished runs at
+        once when the claim loop does not write them with its next claim."""
         while True:
-            await wait_any(self._outcome_ready, timeout=FLUSH_SECONDS)
-            self._outcome_ready.clear()
+            await wait_any(self._flush_now, timeout=FLUSH_SECONDS)
+            self._flush_now.clear()
             try:
                 await self._flush()
             except StoreUnavailable:

@@ -173,6 +173,59 @@ async def test_enqueue_batch_mixes_new_and_existing_entries(
     assert [(e.job.id, e.created) for e in entries] == [(new.id, True), (old.id, False)]
 
 
+async def test_enqueue_batch_jobs_are_what_is_stored(store: Store, make_spec: SpecFactory) -> None:
+    """Every job a batch yields equals the stored one, whatever its spec holds."""
+    specs = [
+        make_spec(),
+        make_spec(params={"n_steps": 2, "deep": {"x": [1, 2.5, None, "日本"]}}, timeout=3),
+        make_spec(queue="q-stored", priority=-4, max_attempts=1, timeout=0.25),
+        make_spec(labels={"team": "a", "env": "prod"}, run_at=now_us() + 60 * MICROS),
+    ]
+    entries = await store.enqueue(specs)
+    for entry in entries:
+        assert await store.get(entry.job.id) == entry.job
+    [again] = await store.enqueue([specs[1]])
+    assert again == replace(entries[1], created=False)
+
+
+async def test_enqueue_batch_repeating_an_id(store: Store, make_spec: SpecFactory) -> None:
+    """An id repeated within a batch counts as if the specs came one after the other: the
+    first creates the job, a later same spec yields it (created=False), a later other spec
+    raises JobIdTaken naming its index and stores none of the batch."""
+    old = make_spec()
+    await store.enqueue([old])
+    first, other = make_spec(priority=1), make_spec()
+    later_same = replace(first, run_at=now_us() + 3600 * MICROS)
+    entries = await store.enqueue([first, old, other, later_same, old])
+    assert [(e.job.id, e.created) for e in entries] == [
+        (first.id, True),
+        (old.id, False),
+        (other.id, True),
+        (first.id, False),
+        (old.id, False),
+    ]
+    assert entries[3].job == entries[0].job == await store.get(first.id)
+    assert entries[0].job.run_at != later_same.run_at
+
+    fresh = make_spec()
+    with pytest.raises(JobIdTaken) as caught:
+        await store.enqueue([make_spec(), fresh, replace(fresh, priority=5)])
+    assert (caught.value.job_id, caught.value.index) == (fresh.id, 2)
+    assert await store.get(fresh.id) is None
+
+
+async def test_replace_terminal_refuses_an_id_repeated_in_the_batch(
+    store: Store, make_spec: SpecFactory
+) -> None:
+    """With replace_terminal, an id's second entry in one batch meets the job its first
+    entry queued: JobActive naming that index, and nothing stored."""
+    spec = make_spec()
+    with pytest.raises(JobActive) as caught:
+        await store.enqueue([spec, spec], replace_terminal=True)
+    assert (caught.value.job_id, caught.value.index) == (spec.id, 1)
+    assert await store.get(spec.id) is None
+
+
 async def test_replace_terminal_replaces_a_terminal_job(
     store: Store, make_spec: SpecFactory, finish: Callable[..., Awaitable[Job | None]]
 ) -> None:

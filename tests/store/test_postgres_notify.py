@@ -1,7 +1,8 @@
 """PostgreSQL only: LISTEN/NOTIFY as an optimisation, never the source of truth.
 
-One notification per transaction (a batch of 1,000 jobs is one), wake-ups across store
-objects at once, recovery when the listening connection is killed, and the poll-only mode
+One notification per transaction (a batch of 1,000 jobs is one; enqueues committed at the
+same moment share one, sent before they return), wake-ups across store objects at once,
+recovery when the listening connection is killed, and the poll-only mode
 (``JOBDECK_NOTIFY=off``) for PgBouncer in transaction mode.
 """
 
@@ -80,6 +81,28 @@ async def test_every_write_notifies_once_naming_its_jobs(
     assert sorted(claim_ids.split(",")) == sorted(s.id for s in specs)
     cancel_flags, _, cancel_ids = heard[1].partition("|")
     assert "c" in cancel_flags and cancel_ids == claimed[0].id
+
+
+async def test_enqueues_at_once_share_notifications_sent_before_they_return(
+    database: Database, store: Store, make_spec: Callable[..., JobSpec]
+) -> None:
+    """Fifty single enqueues at once: every job is named in a notification sent before its
+    enqueue returned, and they share notifications (fewer than fifty)."""
+    assert isinstance(store, PostgresStore)
+    specs = [make_spec() for _ in range(50)]
+    async with await psycopg.AsyncConnection.connect(
+        database.database_url, autocommit=True
+    ) as listener:
+        await listener.execute(f'LISTEN "{store.channel}"')
+        await asyncio.gather(*(store.enqueue([spec]) for spec in specs))
+        heard = await notifications_until_marker(listener, store.channel)
+    named: set[str] = set()
+    for payload in heard:
+        flags, _, ids = payload.partition("|")
+        assert "w" in flags
+        named.update(ids.split(","))
+    assert named == {spec.id for spec in specs}
+    assert 1 <= len(heard) < len(specs)
 
 
 async def test_a_killed_listen_connection_reconnects_and_hears_again(

@@ -12,7 +12,8 @@ DIALECTS = ("sqlite", "postgres")
 #: Operations every adapter performs with a statement of that name.
 SHARED = {
     "select_job",
-    "insert_job",
+    "select_jobs",
+    "insert_jobs",
     "claim",
     "renew_leases",
     "seen_worker",

@@ -28,6 +28,9 @@ MAX_PAGE = 1000
 #: At most this many values per repeatable filter of ``GET /v1/jobs``.
 MAX_FILTER_VALUES = 100
 MAX_CURSOR = 512
+#: The placeholder id of the cached ``Location`` path, and at most this many paths cached.
+_LOCATION_ID = "jobdeck-location-placeholder-id"
+MAX_LOCATIONS = 64
 
 Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="from next_cursor")]
 
@@ -43,9 +46,27 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
     router = APIRouter(route_class=ProblemRoute, tags=["v1"])
     store = deck.store
 
+    # The path of a job by (router, root path): url_for knows the prefix the router is
+    # mounted under, but looking it up is slow, so it is done once and split at the id.
+    # Routers are not hashable: keyed by id, and the entry keeps the router (so the id
+    # cannot be reused by another object meanwhile).
+    locations: dict[tuple[int, str], tuple[Any, tuple[str, str] | None]] = {}
+
     def location(request: Request, job_id: str) -> str:
-        # url_for knows the prefix the router is mounted under.
-        return request.url_for("jobdeck_get_job", job_id=job_id).path
+        scope = request.scope
+        provider = scope.get("router") or scope.get("app")
+        key = (id(provider), scope.get("app_root_path", scope.get("root_path", "")))
+        entry = locations.get(key)
+        if entry is None or entry[0] is not provider:
+            path = request.url_for("jobdeck_get_job", job_id=_LOCATION_ID).path
+            before, found, after = path.partition(_LOCATION_ID)
+            entry = (provider, (before, after) if found and _LOCATION_ID not in after else None)
+            if len(locations) < MAX_LOCATIONS:
+                locations[key] = entry
+        parts = entry[1]
+        if parts is None:  # pragma: no cover - a prefix that holds the placeholder
+            return request.url_for("jobdeck_get_job", job_id=job_id).path
+        return f"{parts[0]}{job_id}{parts[1]}"
 
     @router.post(
         "/v1/jobs",
@@ -76,15 +97,19 @@ def build_router(deck: Deck, *, keepalive_seconds: float = KEEPALIVE_SECONDS) ->
         spec = body.to_spec(deck)
         wait = prefer_wait(request.headers.getlist("prefer"))
         headers = {"Location": location(request, spec.id)}
-        # Subscribe before storing, so that no change between the two goes unnoticed.
-        with store.hub.subscribe(spec.id) as subscription:
+        if wait is None:
             (entry,) = await store.enqueue([spec])
             if entry.created:
                 log_change(entry.job, "created")
             job = entry.job
-            if wait is not None:
-                latest = await watch_until_terminal(store, subscription, job, wait)
-                job = latest if latest is not None else job
+        else:
+            # Subscribe before storing, so that no change between the two goes unnoticed.
+            with store.hub.subscribe(spec.id) as subscription:
+                (entry,) = await store.enqueue([spec])
+                if entry.created:
+                    log_change(entry.job, "created")
+                latest = await watch_until_terminal(store, subscription, entry.job, wait)
+                job = latest if latest is not None else entry.job
                 headers["Preference-Applied"] = f"wait={wait}"
         status = 202 if entry.created and not job.is_terminal else 200
         return job_response(job, status, headers)

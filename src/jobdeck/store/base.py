@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from jobdeck.model import Job, JobSpec, Outcome, Status
+from jobdeck.model import Job, JobSpec, Outcome, OutcomeKind, Status
 
 # --- values the port speaks -------------------------------------------------------------
 
@@ -97,9 +97,26 @@ class WorkerBatch:
     progress: list[ProgressUpdate] = field(default_factory=list)
     logs: list[NewLogLine] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    #: Set by a store's ``claim`` once it committed the batch given as ``done``.
+    recorded: bool = field(default=False, compare=False)
 
     def __bool__(self) -> bool:
         return bool(self.progress or self.logs or self.outcomes)
+
+    def split_progress(self) -> tuple[list[ProgressUpdate], dict[str, ProgressUpdate]]:
+        """The progress updates to write on their own, and the last update of each run that
+        ends in this batch (handed back excepted), which a store writes with its end."""
+        ending = {o.job_id for o in self.outcomes if o.kind is not OutcomeKind.HANDED_BACK}
+        if not ending:
+            return self.progress, {}
+        alone: list[ProgressUpdate] = []
+        last: dict[str, ProgressUpdate] = {}
+        for update in self.progress:
+            if update.job_id in ending:
+                last[update.job_id] = update
+            else:
+                alone.append(update)
+        return alone, last
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +169,9 @@ class Store(Protocol):
         An id already used by a job with the same spec yields that job (``created=False``);
         with another spec it raises :class:`JobIdTaken` naming the entry's index. With
         ``replace_terminal`` a terminal job of that id is replaced by the new one and an
-        active one raises :class:`JobActive`.
+        active one raises :class:`JobActive`. An id repeated within the batch counts as if
+        the entries came one after the other: the first creates the job, a later one meets
+        it as an existing queued job.
         """
 
     async def get(self, job_id: str) -> Job | None:
@@ -188,8 +207,16 @@ class Store(Protocol):
         kinds: Sequence[str],
         limit: int,
         lease_seconds: float,
+        *,
+        done: WorkerBatch | None = None,
+        max_log_lines: int | None = None,
     ) -> list[Job]:
-        """Take up to ``limit`` runnable jobs (priority, then run_at) and lease them."""
+        """Take up to ``limit`` runnable jobs (priority, then run_at) and lease them.
+
+        With ``done``, also write that batch as :meth:`record` would, in the same
+        transaction (after the claim: a run that batch queues again is not taken back at
+        once), and set its ``recorded`` once committed: a worker's cycle of "write what
+        finished, take as many new jobs" is one transaction, not two."""
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         """The earliest ``run_at`` among queued jobs of these queues and kinds, or None."""

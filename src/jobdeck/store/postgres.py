@@ -3,6 +3,8 @@
 - Claims take several jobs per round trip with ``FOR UPDATE SKIP LOCKED``.
 - Every write transaction ends with at most one ``NOTIFY`` naming the jobs it changed and
   whether work was added or a cancel requested; a batch of 1,000 jobs is one notification.
+  Enqueues send theirs just after the commit instead (before answering), one for all the
+  enqueues committed at that moment: notifying commits queue behind each other.
 - One listening connection per process turns notifications into wake-ups on the hub. A
   fallback poll (every 2 s; every ``JOBDECK_POLL_SECONDS`` with ``JOBDECK_NOTIFY=off``)
   keeps everything correct when a notification is lost: NOTIFY is never the source of truth.
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -27,7 +30,6 @@ from jobdeck.aio import cancel_and_wait
 from jobdeck.errors import (
     JobActive,
     JobConflict,
-    JobIdTaken,
     JobNotFound,
     SchemaTooNew,
     StoreUnavailable,
@@ -51,6 +53,7 @@ from jobdeck.store.rows import (
     JOB_COLUMNS,
     TERMINAL_SQL,
     LogRow,
+    batch_entries,
     decode_cursor,
     decode_seq_cursor,
     dumps,
@@ -58,9 +61,11 @@ from jobdeck.store.rows import (
     job_from_row,
     labels_by_key,
     logs_by_job,
+    new_job,
     numbered_log_rows,
     one_page,
-    spec_values,
+    resolve_batch,
+    spec_columns,
     stats_from_counts,
 )
 from jobdeck.store.sql import load_queries
@@ -85,6 +90,7 @@ POOL_SIZE = 10
 SAFETY_POLL_SECONDS = 2.0
 RETRY_SECONDS = 15.0
 NOTIFY_MAX_BYTES = 7900
+NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 LISTEN_RECONNECT_SECONDS = 1.0
 
 
@@ -114,11 +120,21 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._known_versions: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+        # Changes waiting for their shared NOTIFY (``_write(shared_notify=True)``).
+        self._notices = _Notices()
+        self._notifier: asyncio.Task[None] | None = None
 
     # --- connections -------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
-        """Run ``fn`` in one transaction, retrying while the server cannot be reached."""
+    async def _run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, write: bool, pipeline: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction, retrying while the server cannot be reached.
+
+        With ``pipeline``, in psycopg's pipeline mode: BEGIN, the statements ``fn`` sends
+        before it reads a result, and the final statements with COMMIT each travel in one
+        round trip."""
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the store is not open")
@@ -126,8 +142,11 @@ class PostgresStore:
         delay = 0.05
         while True:
             try:
-                async with pool.connection() as conn, conn.transaction():
-                    return await fn(conn)
+                async with pool.connection() as conn:
+                    if pipeline:
+                        return await _pipelined(conn, fn)
+                    async with conn.transaction():
+                        return await fn(conn)
             except (psycopg.OperationalError, psycopg.errors.SerializationFailure) as exc:
                 if isinstance(exc, psycopg.errors.QueryCanceled) or time.monotonic() > deadline:
                     raise StoreUnavailable(f"postgresql: {exc}") from exc
@@ -145,28 +164,68 @@ class PostgresStore:
         self,
         fn: Callable[[Conn], Awaitable[T]],
         changes: Callable[[T], tuple[Iterable[str], bool, bool]],
+        *,
+        pipeline: bool = False,
+        shared_notify: bool = False,
     ) -> T:
-        """A write transaction that ends with one NOTIFY describing ``changes(result)``:
-        (changed job ids, work added, cancel requested)."""
+        """A write transaction and one NOTIFY describing ``changes(result)``: (changed job
+        ids, work added, cancel requested).
+
+        The NOTIFY ends the transaction; with ``shared_notify`` it follows the commit instead,
+        still before this returns, and writes committed at the same moment share one. (A
+        NOTIFY holds a database-wide lock from its commit until the commit is flushed, so
+        commits that notify wait for each other: under many small concurrent writes, such as
+        single submits, that queue is what limits them.)"""
 
         async def transaction(conn: Conn) -> T:
             result = await fn(conn)
+            if shared_notify:
+                return result
             ids, work, cancel = changes(result)
             ids = list(ids)
             if ids or work or cancel:
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (self.channel, _payload(ids, work, cancel))
-                )
+                await conn.execute(NOTIFY_SQL, (self.channel, _payload(ids, work, cancel)))
             return result
 
-        result = await self._run(transaction, write=True)
+        result = await self._run(transaction, write=True, pipeline=pipeline)
         ids, work, cancel = changes(result)
+        ids = list(ids)
         self.hub.jobs_changed(ids)
         if work:
             self.hub.work_added()
         if cancel:
             self.hub.cancel_added()
+        if shared_notify and (ids or work or cancel):
+            await self._notify_shared(ids, work, cancel)
         return result
+
+    async def _notify_shared(self, ids: list[str], work: bool, cancel: bool) -> None:
+        """Send (after their commits) the changes of writes made at the same moment as one
+        NOTIFY; return once it is sent (or failed: it is logged, and the fallback poll finds
+        what it would have told)."""
+        notices = self._notices
+        notices.add(ids, work, cancel)
+        sent = asyncio.get_running_loop().create_future()
+        notices.waiters.append(sent)
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._send_notices(), name="jobdeck-pg-notify")
+        await sent
+
+    async def _send_notices(self) -> None:
+        while self._notices.waiters:
+            notices, self._notices = self._notices, _Notices()
+            try:
+                pool = self._pool
+                if pool is None:
+                    raise StoreUnavailable("the store is not open")
+                async with pool.connection() as conn, conn.transaction():
+                    await conn.execute(NOTIFY_SQL, (self.channel, notices.payload()))
+            except Exception as exc:  # the writes stand; a lost notification is only late news
+                log.warning("postgresql notification failed: %s", exc)
+            finally:
+                for waiter in notices.waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -198,6 +257,11 @@ class PostgresStore:
             self._tasks.append(asyncio.create_task(self._listen(), name="jobdeck-pg-listen"))
 
     async def close(self) -> None:
+        if self._notifier is not None:
+            # Writes committed already: their notification goes out before the pool closes.
+            with contextlib.suppress(Exception):
+                await self._notifier
+            self._notifier = None
         for task in self._tasks:
             await cancel_and_wait(task)
         self._tasks = []
@@ -318,47 +382,43 @@ class PostgresStore:
     ) -> list[Enqueued]:
         async def insert(conn: Conn) -> list[Enqueued]:
             now = now_us()
-            rows = [spec_values(spec, now) for spec in specs]
-            inserted: dict[str, Job] = {}
-            async with conn.cursor() as cur:
-                await cur.executemany(self._sql["insert_job"], rows, returning=True)
-                while True:
-                    for row in await cur.fetchall():
-                        inserted[row["id"]] = job_from_row(row)
-                    if not cur.nextset():
-                        break
-            missing = [spec.id for spec in specs if spec.id not in inserted]
+            new_jobs = await self._insert_jobs(conn, specs, now)
             existing: dict[str, Job] = {}
-            if missing:
+            if len(new_jobs) < len(specs):
+                missing = [spec.id for spec in specs if spec.id not in new_jobs]
                 cur = await conn.execute(self._sql["select_jobs"], (missing,))
                 existing = {r["id"]: job_from_row(r) for r in await cur.fetchall()}
-            entries = []
-            for index, spec in enumerate(specs):
-                if spec.id in inserted:
-                    entries.append(Enqueued(inserted[spec.id], True))
-                    continue
-                old = existing[spec.id]
-                if replace_terminal:
-                    if not old.is_terminal:
-                        raise JobActive(f"job {spec.id!r} is {old.status}", spec.id, index)
-                    await conn.execute(
-                        f'DELETE FROM "{self.schema}".jobs WHERE id = %s', (spec.id,)
-                    )
-                    cur = await conn.execute(self._sql["insert_job"], rows[index])
-                    row = await cur.fetchone()
-                    assert row is not None
-                    entries.append(Enqueued(job_from_row(row), True))
-                elif spec.same_request(old):
-                    entries.append(Enqueued(old, False))
-                else:
-                    raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
-            return entries
+            answers, replaced = resolve_batch(specs, existing, replace_terminal)
+            if replaced:
+                await conn.execute(
+                    f'DELETE FROM "{self.schema}".jobs WHERE id = ANY(%s)', (replaced,)
+                )
+            # Replaced ids, and any id whose job vanished between the insert and the select.
+            again = [
+                specs[i]
+                for i, answer in enumerate(answers)
+                if answer == i and specs[i].id not in new_jobs
+            ]
+            if again:
+                new_jobs.update(await self._insert_jobs(conn, again, now))
+            return batch_entries(specs, answers, new_jobs)
 
         def changes(entries: list[Enqueued]) -> tuple[list[str], bool, bool]:
             created = [e.job.id for e in entries if e.created]
             return created, bool(created), False
 
-        return await self._write(insert, changes)
+        return await self._write(insert, changes, pipeline=True, shared_notify=True)
+
+    async def _insert_jobs(self, conn: Conn, specs: Sequence[JobSpec], now: int) -> dict[str, Job]:
+        """Insert new jobs in one statement; the jobs inserted by id (existing ids and
+        repeats within ``specs`` are left alone)."""
+        cur = await conn.execute(self._sql["insert_jobs"], spec_columns(specs, now))
+        inserted = {row["id"] for row in await cur.fetchall()}
+        jobs: dict[str, Job] = {}
+        for spec in specs:
+            if spec.id in inserted and spec.id not in jobs:  # an id's first spec inserts it
+                jobs[spec.id] = new_job(spec, now)
+        return jobs
 
     async def get(self, job_id: str) -> Job | None:
         async def select(conn: Conn) -> Job | None:
@@ -521,11 +581,23 @@ class PostgresStore:
         kinds: Sequence[str],
         limit: int,
         lease_seconds: float,
+        *,
+        done: WorkerBatch | None = None,
+        max_log_lines: int | None = None,
     ) -> list[Job]:
+        lines = self.settings.max_log_lines if max_log_lines is None else max_log_lines
+        if not done:
+            done = None
         if limit <= 0 or not queues or not kinds:
+            if done is not None:
+                await self.record(done, lines)
+                done.recorded = True
             return []
+        seen = self._seen_due(worker, lease_seconds)
 
-        async def claim(conn: Conn) -> list[Job]:
+        async def claim(conn: Conn) -> tuple[list[Job], list[str], bool]:
+            changed: list[str] = []
+            requeued = False
             now = now_us()
             cur = await conn.execute(
                 self._sql["claim"],
@@ -538,13 +610,37 @@ class PostgresStore:
                     "lease": now + int(lease_seconds * MICROS),
                 },
             )
+            # The claim comes first: a run queued again by this batch is not taken back at
+            # once, it stays visible as queued (to cancels, to other workers) until the next.
+            collect = None
+            if done is not None:
+                collect = await self._send_record(conn, done, lines)
             jobs = [job_from_row(r) for r in await cur.fetchall()]
-            await conn.execute(self._sql["seen_worker"], (worker, now, now))
-            return jobs
+            if collect is not None:
+                changed, requeued = await collect()
+            if seen:
+                await conn.execute(self._sql["seen_worker"], (worker, now, now))
+            return jobs, changed, requeued
 
-        jobs = await self._write(claim, lambda jobs: ([j.id for j in jobs], False, False))
+        jobs, _, _ = await self._write(
+            claim,
+            lambda result: ([*result[1], *(j.id for j in result[0])], result[2], False),
+            pipeline=True,
+        )
+        if done is not None:
+            done.recorded = True
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
+
+    def _seen_due(self, worker: str, lease_seconds: float) -> bool:
+        """Whether a claim should (also) mark the worker alive: at most every quarter lease
+        (and every second), not at every claim; the heartbeat marks it too."""
+        now = time.monotonic()
+        last = self._seen.get(worker)
+        if last is not None and now - last < min(1.0, lease_seconds / 4):
+            return False
+        self._seen[worker] = now
+        return True
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         """The earliest ``run_at`` among queued jobs of these queues and kinds."""
@@ -597,66 +693,90 @@ class PostgresStore:
             return
 
         async def write(conn: Conn) -> tuple[list[str], bool]:
-            now = now_us()
-            changed: list[str] = []
-            requeued = False
-            if batch.progress:
-                cur = await conn.execute(
+            return await self._record_in(conn, batch, max_log_lines)
+
+        await self._write(write, lambda result: (result[0], result[1], False))
+
+    async def _record_in(
+        self, conn: Conn, batch: WorkerBatch, max_log_lines: int
+    ) -> tuple[list[str], bool]:
+        """Write a worker's batch: progress, log lines, outcomes; (changed ids, requeued)."""
+        collect = await self._send_record(conn, batch, max_log_lines)
+        return await collect()
+
+    async def _send_record(
+        self, conn: Conn, batch: WorkerBatch, max_log_lines: int
+    ) -> Callable[[], Awaitable[tuple[list[str], bool]]]:
+        """Send the statements that write a worker's batch; return the function that reads
+        their answers: (changed ids, requeued). In pipeline mode, statements sent after
+        this one (a claim) travel in the same round trip."""
+        now = now_us()
+        cursors: list[psycopg.AsyncCursor[dict[str, Any]]] = []
+        progress, last = batch.split_progress()
+        if progress:
+            cursors.append(
+                await conn.execute(
                     self._sql["save_progress"],
                     {
-                        "ids": [p.job_id for p in batch.progress],
-                        "currents": [p.current for p in batch.progress],
-                        "totals": [p.total for p in batch.progress],
-                        "messages": [p.message for p in batch.progress],
+                        "ids": [p.job_id for p in progress],
+                        "currents": [p.current for p in progress],
+                        "totals": [p.total for p in progress],
+                        "messages": [p.message for p in progress],
                         "worker": batch.worker,
                         "now": now,
                     },
                 )
-                changed += [r["id"] for r in await cur.fetchall()]
-            await self._append_logs(conn, batch, max_log_lines)
-            finishes = []
-            hand_backs = []
-            for outcome in batch.outcomes:
-                if outcome.kind is OutcomeKind.HANDED_BACK:
-                    hand_backs.append(
-                        {
-                            "id": outcome.job_id,
-                            "worker": batch.worker,
-                            "now": now,
-                            "attempt": outcome.attempt,
-                        }
-                    )
-                    continue
-                error = outcome.error
-                finishes.append(
+            )
+        await self._append_logs(conn, batch, max_log_lines)
+        finished = [o for o in batch.outcomes if o.kind is not OutcomeKind.HANDED_BACK]
+        if finished:
+            ends = [last.get(o.job_id) for o in finished]
+            cursors.append(
+                await conn.execute(
+                    self._sql["finish"],
                     {
-                        "id": outcome.job_id,
+                        "ids": [o.job_id for o in finished],
+                        "kinds": [o.kind.value for o in finished],
+                        "retry_ats": [o.retry_at for o in finished],
+                        "errors": [dumps(o.error.to_dict()) if o.error else None for o in finished],
+                        "results": [
+                            dumps(o.result) if o.kind is OutcomeKind.SUCCEEDED else None
+                            for o in finished
+                        ],
+                        "finished_ats": [o.finished_at or now for o in finished],
+                        "attempts": [o.attempt for o in finished],
+                        "has_progress": [p is not None for p in ends],
+                        "currents": [p.current if p else None for p in ends],
+                        "totals": [p.total if p else None for p in ends],
+                        "messages": [p.message if p else None for p in ends],
                         "worker": batch.worker,
-                        "kind": outcome.kind.value,
-                        "result": dumps(outcome.result)
-                        if outcome.kind is OutcomeKind.SUCCEEDED
-                        else None,
-                        "error": dumps(error.to_dict()) if error else None,
-                        "retry_at": outcome.retry_at,
-                        "finished_at": outcome.finished_at or now,
                         "now": now,
-                        "attempt": outcome.attempt,
-                    }
+                    },
                 )
-            for statement, rows in (("finish", finishes), ("hand_back", hand_backs)):
-                if not rows:
-                    continue
-                async with conn.cursor() as cur:
-                    await cur.executemany(self._sql[statement], rows, returning=True)
-                    while True:
-                        for row in await cur.fetchall():
-                            changed.append(row["id"])
-                            requeued = requeued or row["status"] == "queued"
-                        if not cur.nextset():
-                            break
+            )
+        hand_backs = [
+            {"id": o.job_id, "worker": batch.worker, "now": now, "attempt": o.attempt}
+            for o in batch.outcomes
+            if o.kind is OutcomeKind.HANDED_BACK
+        ]
+        if hand_backs:
+            cur = conn.cursor()
+            await cur.executemany(self._sql["hand_back"], hand_backs, returning=True)
+            cursors.append(cur)
+
+        async def collect() -> tuple[list[str], bool]:
+            changed: list[str] = []
+            requeued = False
+            for cur in cursors:
+                while True:
+                    for row in await cur.fetchall():
+                        changed.append(row["id"])
+                        requeued = requeued or row.get("status") == "queued"
+                    if not cur.nextset():
+                        break
             return changed, requeued
 
-        await self._write(write, lambda result: (result[0], result[1], False))
+        return collect
 
     async def _append_logs(self, conn: Conn, batch: WorkerBatch, max_lines: int) -> None:
         """Number and store buffered log lines; past ``max_lines`` only count them."""
@@ -739,10 +859,37 @@ class PostgresStore:
         await self._run(fold, write=True)
 
     async def unregister_worker(self, worker: str) -> None:
+        self._seen.pop(worker, None)
+
         async def delete(conn: Conn) -> None:
             await conn.execute(f'DELETE FROM "{self.schema}".workers WHERE id = %s', (worker,))
 
         await self._run(delete, write=True)
+
+
+async def _pipelined(conn: Conn, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    """``fn`` in one transaction in pipeline mode, in two round trips when ``fn`` reads
+    one answer: BEGIN travels with the first statements, the last ones with COMMIT.
+
+    The BEGIN and COMMIT are sent as statements on an autocommit connection: psycopg's
+    own (``conn.transaction()``, the implicit BEGIN) would each add a round trip."""
+    await conn.set_autocommit(True)
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            result = await fn(conn)
+            await conn.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    finally:
+        # A connection left in autocommit would still be safe: conn.transaction() sends
+        # its own BEGIN then.
+        with contextlib.suppress(psycopg.Error):
+            await conn.set_autocommit(False)
 
 
 async def _configure(conn: Conn) -> None:
@@ -760,6 +907,35 @@ def _application_name(url: str, purpose: str) -> dict[str, str]:
     if named or os.environ.get("PGAPPNAME"):
         return {}
     return {"application_name": f"jobdeck:{purpose}:{os.getpid()}"}
+
+
+class _Notices:
+    """Changes of several writes, gathered for one NOTIFY, and the writers waiting for it."""
+
+    __slots__ = ("cancel", "ids", "size", "waiters", "work")
+
+    def __init__(self) -> None:
+        self.ids: list[str] | None = []  # None: more than one notification holds
+        self.size = 0
+        self.work = False
+        self.cancel = False
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def add(self, ids: list[str], work: bool, cancel: bool) -> None:
+        self.work = self.work or work
+        self.cancel = self.cancel or cancel
+        if self.ids is None:
+            return
+        self.size += sum(len(job_id) + 1 for job_id in ids)
+        if self.size > NOTIFY_MAX_BYTES:
+            self.ids = None
+        else:
+            self.ids.extend(ids)
+
+    def payload(self) -> str:
+        if self.ids is None:
+            return _payload([], self.work, self.cancel).partition("|")[0] + "|*"
+        return _payload(self.ids, self.work, self.cancel)
 
 
 def _payload(ids: list[str], work: bool, cancel: bool) -> str:

@@ -8,8 +8,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from jobdeck.errors import JobActive, JobIdTaken
 from jobdeck.model import AttemptError, Job, JobError, JobSpec, Progress, Status
-from jobdeck.store.base import JobFilter, NewLogLine, Stats
+from jobdeck.store.base import Enqueued, JobFilter, NewLogLine, Stats
 
 T = TypeVar("T")
 
@@ -24,15 +25,25 @@ JOB_COLUMNS = (
 TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')"
 
 
+#: One encoder made once: ``json.dumps`` with options builds a new one on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, as stored."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+_decode = json.JSONDecoder().decode
+_STATUSES = {status.value: status for status in Status}
+#: A new job's progress, shared (Progress is frozen).
+_NO_PROGRESS = Progress()
 
 
 def _loads(value: Any) -> Any:
     if value is None or not isinstance(value, str | bytes):
         return value
-    return json.loads(value)
+    return _decode(value) if isinstance(value, str) else json.loads(value)
 
 
 def _number(value: Any) -> float | int:
@@ -44,27 +55,40 @@ def _number(value: Any) -> float | int:
 
 def job_from_row(row: Mapping[str, Any]) -> Job:
     """A Job from a row holding :data:`JOB_COLUMNS` (JSON columns as text or decoded)."""
-    error = _loads(row["error"])
-    attempt_errors = _loads(row["attempt_errors"]) or []
+    error = row["error"]
+    if error is not None:
+        error = _loads(error)
+    history = row["attempt_errors"]
+    attempt_errors: tuple[AttemptError, ...] = ()
+    if history and history != "[]":
+        attempt_errors = tuple(
+            AttemptError(e["attempt"], e["type"], e["message"], e["at"]) for e in _loads(history)
+        )
+    current = row["progress_current"]
     total = row["progress_total"]
+    message = row["progress_message"]
+    if not current and total is None and message is None:
+        progress = _NO_PROGRESS
+    else:
+        progress = Progress(
+            current=_number(current),
+            total=None if total is None else _number(total),
+            message=message,
+        )
+    result = row["result"]
+    labels = row["labels"]
     return Job(
         id=row["id"],
         kind=row["kind"],
         params=_loads(row["params"]),
         queue=row["queue"],
         priority=row["priority"],
-        status=Status(row["status"]),
+        status=_STATUSES[row["status"]],
         cancel_requested=bool(row["cancel_requested"]),
-        progress=Progress(
-            current=_number(row["progress_current"]),
-            total=None if total is None else _number(total),
-            message=row["progress_message"],
-        ),
-        result=_loads(row["result"]),
+        progress=progress,
+        result=None if result is None else _loads(result),
         error=JobError(error["type"], error["message"], error.get("traceback")) if error else None,
-        attempt_errors=tuple(
-            AttemptError(e["attempt"], e["type"], e["message"], e["at"]) for e in attempt_errors
-        ),
+        attempt_errors=attempt_errors,
         attempt=row["attempt"],
         max_attempts=row["max_attempts"],
         timeout=row["timeout"],
@@ -75,26 +99,139 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         updated_at=row["updated_at"],
         worker=row["worker"],
         version=row["version"],
-        labels=_loads(row["labels"]) or {},
+        labels={} if not labels or labels == "{}" else _loads(labels),
         lease_expires_at=row["lease_expires_at"],
     )
 
 
-def spec_values(spec: JobSpec, now: int) -> dict[str, Any]:
-    """The column values of a new job."""
+def new_job(spec: JobSpec, now: int) -> Job:
+    """The job ``spec`` becomes when inserted at ``now``, made without reading the row back:
+    what :func:`job_from_row` reads from it (the conformance tests hold the two equal)."""
+    return Job(
+        id=spec.id,
+        kind=spec.kind,
+        params=spec.params,
+        queue=spec.queue,
+        priority=spec.priority,
+        status=Status.QUEUED,
+        cancel_requested=False,
+        progress=_NO_PROGRESS,
+        result=None,
+        error=None,
+        attempt_errors=(),
+        attempt=0,
+        max_attempts=spec.max_attempts,
+        timeout=None if spec.timeout is None else float(spec.timeout),
+        run_at=now if spec.run_at is None else spec.run_at,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        updated_at=now,
+        worker=None,
+        version=1,
+        labels=spec.labels,
+        lease_expires_at=None,
+    )
+
+
+def spec_values(spec: JobSpec, now: int) -> tuple[Any, ...]:
+    """The column values of a new job: id, kind, params, queue, priority, max_attempts,
+    timeout, run_at, created_at, updated_at, labels (the order of SQLite's insert_jobs)."""
+    return (
+        spec.id,
+        spec.kind,
+        _ENCODER.encode(spec.params),
+        spec.queue,
+        spec.priority,
+        spec.max_attempts,
+        spec.timeout,
+        now if spec.run_at is None else spec.run_at,
+        now,
+        now,
+        _ENCODER.encode(spec.labels) if spec.labels else "{}",
+    )
+
+
+def spec_columns(specs: Sequence[JobSpec], now: int) -> dict[str, Any]:
+    """The column values of new jobs as one list per column (for a statement that inserts
+    a batch from arrays), and ``now`` for their created_at and updated_at."""
+    encode = _ENCODER.encode
     return {
-        "id": spec.id,
-        "kind": spec.kind,
-        "params": dumps(spec.params),
-        "queue": spec.queue,
-        "priority": spec.priority,
-        "max_attempts": spec.max_attempts,
-        "timeout": spec.timeout,
-        "run_at": spec.run_at if spec.run_at is not None else now,
-        "created_at": now,
-        "updated_at": now,
-        "labels": dumps(spec.labels),
+        "ids": [spec.id for spec in specs],
+        "kinds": [spec.kind for spec in specs],
+        "params": [encode(spec.params) for spec in specs],
+        "queues": [spec.queue for spec in specs],
+        "priorities": [spec.priority for spec in specs],
+        "max_attempts": [spec.max_attempts for spec in specs],
+        "timeouts": [None if spec.timeout is None else float(spec.timeout) for spec in specs],
+        "run_ats": [now if spec.run_at is None else spec.run_at for spec in specs],
+        "labels": [encode(spec.labels) if spec.labels else "{}" for spec in specs],
+        "now": now,
     }
+
+
+def resolve_batch(
+    specs: Sequence[JobSpec], existing: Mapping[str, Job], replace_terminal: bool
+) -> tuple[list[Job | int], list[str]]:
+    """How each entry of a batch is answered, as if its specs were enqueued one after the
+    other, given the jobs that ``existing`` holds for some of their ids.
+
+    Returns, per spec, either the existing job it asks for again (same spec) or the index of
+    the spec whose new job answers it: its own index when it creates the job, an earlier
+    one when its id repeats within the batch with the same spec; and the ids of terminal
+    jobs to replace first (``replace_terminal``). Raises JobIdTaken or JobActive for the
+    first entry that cannot be enqueued (a repeated id is a queued job by then).
+    """
+    answers: list[Job | int] = []
+    created: dict[str, int] = {}
+    replaced: list[str] = []
+    for index, spec in enumerate(specs):
+        first = created.get(spec.id)
+        if first is not None:
+            if replace_terminal:
+                raise JobActive(f"job {spec.id!r} is queued", spec.id, index)
+            if not _same_spec(spec, specs[first]):
+                raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
+            answers.append(first)
+            continue
+        old = existing.get(spec.id)
+        if old is None or (replace_terminal and old.is_terminal):
+            if old is not None:
+                replaced.append(spec.id)
+            created[spec.id] = index
+            answers.append(index)
+        elif replace_terminal:
+            raise JobActive(f"job {spec.id!r} is {old.status}", spec.id, index)
+        elif spec.same_request(old):
+            answers.append(old)
+        else:
+            raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
+    return answers, replaced
+
+
+def _same_spec(spec: JobSpec, other: JobSpec) -> bool:
+    """What :meth:`JobSpec.same_request` compares, between two specs."""
+    return (
+        spec.kind == other.kind
+        and spec.params == other.params
+        and spec.queue == other.queue
+        and spec.priority == other.priority
+        and spec.max_attempts == other.max_attempts
+        and spec.timeout == other.timeout
+        and spec.labels == other.labels
+    )
+
+
+def batch_entries(
+    specs: Sequence[JobSpec], answers: Sequence[Job | int], new_jobs: Mapping[str, Job]
+) -> list[Enqueued]:
+    """The entries of a batch from :func:`resolve_batch`'s answers and the new jobs by id."""
+    return [
+        Enqueued(answer, False)
+        if isinstance(answer, Job)
+        else Enqueued(new_jobs[spec.id], answer == index)
+        for index, (spec, answer) in enumerate(zip(specs, answers, strict=True))
+    ]
 
 
 def encode_cursor(created_at: int, job_id: str) -> str:

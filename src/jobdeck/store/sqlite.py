@@ -3,6 +3,8 @@
 Writes run on one thread with one connection and always open with ``BEGIN IMMEDIATE``, so a
 transaction never has to upgrade a read lock (which is what makes SQLite answer "database is
 locked" at once). Lock waits beyond the busy timeout are retried here, never passed on.
+Group commit: the writes queued at one moment share a transaction (each in a savepoint, so a
+failing one undoes only itself) and one commit; every caller is answered after that commit.
 Reads run on a small pool of their own connections; WAL lets them proceed during writes.
 
 Other processes' changes are seen by polling ``PRAGMA data_version`` (one cheap query per
@@ -12,11 +14,13 @@ process every ``JOBDECK_POLL_SECONDS``), which then wakes this process's waiters
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -24,7 +28,6 @@ from jobdeck.aio import cancel_and_wait
 from jobdeck.errors import (
     JobActive,
     JobConflict,
-    JobIdTaken,
     JobNotFound,
     SchemaTooNew,
     StoreUnavailable,
@@ -40,6 +43,7 @@ from jobdeck.store.base import (
     LogLine,
     LogPage,
     Page,
+    ProgressUpdate,
     Stats,
     WorkerBatch,
 )
@@ -47,6 +51,7 @@ from jobdeck.store.migrations import load_migrations
 from jobdeck.store.rows import (
     JOB_COLUMNS,
     TERMINAL_SQL,
+    batch_entries,
     decode_cursor,
     decode_seq_cursor,
     dumps,
@@ -54,8 +59,10 @@ from jobdeck.store.rows import (
     job_from_row,
     labels_by_key,
     logs_by_job,
+    new_job,
     numbered_log_rows,
     one_page,
+    resolve_batch,
     spec_values,
     stats_from_counts,
 )
@@ -66,8 +73,85 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5_000
 LOCK_RETRY_SECONDS = 60.0
+#: At most this many queued writes share one transaction (group commit).
+MAX_GROUP = 256
 
 Q = load_queries("sqlite", columns=JOB_COLUMNS, terminal=TERMINAL_SQL)
+
+
+class _WriteRequest:
+    """One caller's write waiting for the writer thread, and its outcome."""
+
+    __slots__ = ("error", "fn", "future", "loop", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop):
+        self.fn = fn
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.result = None
+
+    def settle(self) -> None:
+        """On the caller's event loop: pass the outcome on (unless the caller gave up)."""
+        if self.future.done():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)
+
+
+def _settle(requests: list[_WriteRequest]) -> None:
+    """Answer ``requests`` on their event loops: one hand-off per loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_WriteRequest]] = {}
+    for request in requests:
+        by_loop.setdefault(request.loop, []).append(request)
+    for loop, group in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle_on_loop, group)
+
+
+def _settle_on_loop(requests: list[_WriteRequest]) -> None:
+    for request in requests:
+        request.settle()
+
+
+def _undo_savepoint(conn: sqlite3.Connection) -> bool:
+    """Undo the changes since ``SAVEPOINT jobdeck_write``; False when the whole transaction
+    is gone (SQLite rolls it all back on some errors), or cannot be kept."""
+    if not conn.in_transaction:
+        return False
+    try:
+        conn.execute("ROLLBACK TO jobdeck_write")
+        conn.execute("RELEASE jobdeck_write")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        return False
+    return True
+
+
+async def _retry_locked(start: Callable[[], Awaitable[T]]) -> T:
+    """Await ``start()``, starting it again while SQLite answers "locked" or "busy" (for
+    :data:`LOCK_RETRY_SECONDS`); any other ``OperationalError`` is a :class:`StoreUnavailable`."""
+    deadline = time.monotonic() + LOCK_RETRY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            return await start()
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if "locked" not in message and "busy" not in message:
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"sqlite stayed locked: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 class SQLiteStore:
@@ -89,6 +173,11 @@ class SQLiteStore:
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_executor: ThreadPoolExecutor | None = None
         self._known_versions: dict[str, int] = {}
+        self._seen: dict[str, float] = {}
+        # Writes waiting for the writer thread, and whether a drain of them is under way.
+        self._pending: deque[_WriteRequest] = deque()
+        self._pending_lock = threading.Lock()
+        self._draining = False
 
     # --- connections -------------------------------------------------------------------
 
@@ -118,37 +207,103 @@ class SQLiteStore:
         if executor is None:
             raise StoreUnavailable("the store is not open")
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
-        delay = 0.005
-        while True:
-            try:
-                return await loop.run_in_executor(executor, fn)
-            except sqlite3.OperationalError as exc:
-                message = str(exc).lower()
-                if "locked" not in message and "busy" not in message:
-                    raise StoreUnavailable(f"sqlite: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"sqlite stayed locked: {exc}") from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.2)
+        return await _retry_locked(lambda: loop.run_in_executor(executor, fn))
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the write connection."""
+        """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction on the write connection.
 
-        def transaction() -> T:
-            conn = self._write_conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
+        Group commit: the writer thread takes every write queued at that moment (up to
+        :data:`MAX_GROUP`) and runs them in one transaction, each inside a ``SAVEPOINT`` (a
+        failing ``fn`` undoes its own changes only, and only its caller sees the error), and
+        commits once. Every caller is answered after that commit, never before.
+        """
+        return await _retry_locked(lambda: self._queue_write(fn))
+
+    def _queue_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        writer = self._writer
+        if writer is None:
+            raise StoreUnavailable("the store is not open")
+        loop = asyncio.get_running_loop()
+        request = _WriteRequest(fn, loop)
+        with self._pending_lock:
+            self._pending.append(request)
+            start = not self._draining
+            self._draining = True
+        if start:
             try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
+                writer.submit(self._drain)
+            except RuntimeError as exc:  # the writer shut down meanwhile
+                with self._pending_lock:
+                    self._pending.clear()
+                    self._draining = False
+                raise StoreUnavailable("the store is not open") from exc
+        return request.future
 
-        return await self._on(self._writer, transaction)
+    def _drain(self) -> None:
+        """On the writer thread: run the queued writes, a group at a time, until none is left."""
+        while True:
+            with self._pending_lock:
+                if not self._pending:
+                    self._draining = False
+                    return
+                count = min(MAX_GROUP, len(self._pending))
+                group = [self._pending.popleft() for _ in range(count)]
+            # Writes whose callers gave up (cancelled) before they started are not run.
+            group = [request for request in group if not request.future.done()]
+            answered: list[_WriteRequest] = []
+            try:
+                while group:
+                    group = self._transaction(group, answered)
+            except BaseException as exc:  # pragma: no cover - _transaction answers every error
+                for request in group:
+                    if request not in answered:
+                        request.fail(exc)
+                        answered.append(request)
+            _settle(answered)
+
+    def _transaction(
+        self, group: list[_WriteRequest], answered: list[_WriteRequest]
+    ) -> list[_WriteRequest]:
+        """One transaction for ``group``, each request in a savepoint. The requests decided
+        (committed, or failed) go to ``answered``; the ones returned must run again, in a new
+        transaction (SQLite rolled this one back as a whole under them)."""
+        conn = self._write_conn
+        try:
+            if conn is None:
+                raise StoreUnavailable("the store is not open")
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for request in group:
+                request.fail(exc)
+            answered.extend(group)
+            return []
+        done: list[_WriteRequest] = []
+        for position, request in enumerate(group):
+            try:
+                conn.execute("SAVEPOINT jobdeck_write")
+                request.result = request.fn(conn)
+                conn.execute("RELEASE jobdeck_write")
+            except BaseException as exc:
+                request.fail(exc)
+                answered.append(request)
+                if not _undo_savepoint(conn):
+                    # The whole transaction is gone (an I/O error, a full disk...): this
+                    # request has its error; the others run again in a new transaction.
+                    for other in done:
+                        other.result = None
+                    return done + group[position + 1 :]
+                continue
+            done.append(request)
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the commit's error is the one told
+                    conn.execute("ROLLBACK")
+            for request in done:
+                request.fail(exc)
+        answered.extend(done)
+        return []
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._on(self._readers, lambda: fn(self._reader()))
@@ -294,25 +449,17 @@ class SQLiteStore:
     ) -> list[Enqueued]:
         def insert(conn: sqlite3.Connection) -> list[Enqueued]:
             now = now_us()
-            entries = []
-            for index, spec in enumerate(specs):
-                values = spec_values(spec, now)
-                row = conn.execute(Q["insert_job"], values).fetchone()
-                if row is not None:
-                    entries.append(Enqueued(job_from_row(row), True))
-                    continue
-                existing = job_from_row(conn.execute(Q["select_job"], (spec.id,)).fetchone())
-                if replace_terminal:
-                    if not existing.is_terminal:
-                        raise JobActive(f"job {spec.id!r} is {existing.status}", spec.id, index)
-                    conn.execute("DELETE FROM jobs WHERE id = ?", (spec.id,))
-                    row = conn.execute(Q["insert_job"], values).fetchone()
-                    entries.append(Enqueued(job_from_row(row), True))
-                elif spec.same_request(existing):
-                    entries.append(Enqueued(existing, False))
-                else:
-                    raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
-            return entries
+            existing = _jobs_by_id(conn, [spec.id for spec in specs])
+            answers, replaced = resolve_batch(specs, existing, replace_terminal)
+            if replaced:
+                conn.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+                    (dumps(replaced),),
+                )
+            new_specs = [specs[i] for i, answer in enumerate(answers) if answer == i]
+            conn.executemany(Q["insert_jobs"], [spec_values(spec, now) for spec in new_specs])
+            new_jobs = {spec.id: new_job(spec, now) for spec in new_specs}
+            return batch_entries(specs, answers, new_jobs)
 
         entries = await self._write(insert)
         created = [e.job.id for e in entries if e.created]
@@ -445,23 +592,35 @@ class SQLiteStore:
         kinds: Sequence[str],
         limit: int,
         lease_seconds: float,
+        *,
+        done: WorkerBatch | None = None,
+        max_log_lines: int | None = None,
     ) -> list[Job]:
+        lines = self.settings.max_log_lines if max_log_lines is None else max_log_lines
+        if not done:
+            done = None
         if limit <= 0 or not queues or not kinds:
+            if done is not None:
+                await self.record(done, lines)
+                done.recorded = True
             return []
         marks = {"queues": _marks(len(queues)), "kinds": _marks(len(kinds))}
-        probe = Q["any_runnable"].format(**marks)
-        now = now_us()
-        runnable = await self._read(
-            lambda conn: conn.execute(probe, [*queues, *kinds, now]).fetchone()
-        )
-        if runnable is None:
-            return []
+        if done is None:
+            # Nothing to write: a cheap read first, so that an idle poll takes no lock.
+            probe = Q["any_runnable"].format(**marks)
+            now = now_us()
+            runnable = await self._read(
+                lambda conn: conn.execute(probe, [*queues, *kinds, now]).fetchone()
+            )
+            if runnable is None:
+                return []
         sql = Q["claim"].format(
             named_queues=", ".join(f":q{i}" for i in range(len(queues))),
             named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
         )
+        seen = self._seen_due(worker, lease_seconds)
 
-        def claim(conn: sqlite3.Connection) -> list[Job]:
+        def claim(conn: sqlite3.Connection) -> tuple[list[Job], list[str], bool]:
             now = now_us()
             args: dict[str, Any] = {
                 "worker": worker,
@@ -472,13 +631,32 @@ class SQLiteStore:
             args.update({f"q{i}": q for i, q in enumerate(queues)})
             args.update({f"k{i}": k for i, k in enumerate(kinds)})
             jobs = [job_from_row(r) for r in conn.execute(sql, args)]
-            conn.execute(Q["seen_worker"], (worker, now, now))
-            return jobs
+            if seen:
+                conn.execute(Q["seen_worker"], (worker, now, now))
+            # The claim comes first: a run queued again by this batch is not taken back at
+            # once, it stays visible as queued (to cancels, to other workers) until the next.
+            changed: list[str] = []
+            requeued = False
+            if done is not None:
+                changed, requeued = _record(conn, done, lines)
+            return jobs, changed, requeued
 
-        jobs = await self._write(claim)
+        jobs, changed, requeued = await self._write(claim)
+        if done is not None:
+            done.recorded = True
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
-        self._changed([j.id for j in jobs])
+        self._changed([*changed, *(j.id for j in jobs)], work=requeued)
         return jobs
+
+    def _seen_due(self, worker: str, lease_seconds: float) -> bool:
+        """Whether a claim should (also) mark the worker alive: at most every quarter lease
+        (and every second), not at every claim; the heartbeat marks it too."""
+        now = time.monotonic()
+        last = self._seen.get(worker)
+        if last is not None and now - last < min(1.0, lease_seconds / 4):
+            return False
+        self._seen[worker] = now
+        return True
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         sql = (
@@ -525,55 +703,7 @@ class SQLiteStore:
     async def record(self, batch: WorkerBatch, max_log_lines: int) -> None:
         if not batch:
             return
-
-        def write(conn: sqlite3.Connection) -> tuple[list[str], bool]:
-            now = now_us()
-            changed: list[str] = []
-            requeued = False
-            for p in batch.progress:
-                cursor = conn.execute(
-                    Q["save_progress"], (p.current, p.total, p.message, now, p.job_id, batch.worker)
-                )
-                if cursor.rowcount:
-                    changed.append(p.job_id)
-            _append_logs(conn, batch, max_log_lines)
-            for outcome in batch.outcomes:
-                if outcome.kind is OutcomeKind.HANDED_BACK:
-                    row = conn.execute(
-                        Q["hand_back"],
-                        {
-                            "id": outcome.job_id,
-                            "worker": batch.worker,
-                            "now": now,
-                            "attempt": outcome.attempt,
-                        },
-                    ).fetchone()
-                else:
-                    error = outcome.error
-                    row = conn.execute(
-                        Q["finish"],
-                        {
-                            "id": outcome.job_id,
-                            "worker": batch.worker,
-                            "kind": outcome.kind.value,
-                            "result": dumps(outcome.result)
-                            if outcome.kind is OutcomeKind.SUCCEEDED
-                            else None,
-                            "error": dumps(error.to_dict()) if error else None,
-                            "error_type": error.type if error else None,
-                            "error_message": error.message if error else None,
-                            "retry_at": outcome.retry_at,
-                            "finished_at": outcome.finished_at or now,
-                            "now": now,
-                            "attempt": outcome.attempt,
-                        },
-                    ).fetchone()
-                if row is not None:
-                    changed.append(row["id"])
-                    requeued = requeued or row["status"] == "queued"
-            return changed, requeued
-
-        changed, requeued = await self._write(write)
+        changed, requeued = await self._write(lambda conn: _record(conn, batch, max_log_lines))
         self._changed(changed, work=requeued)
 
     async def rescue_expired(self) -> list[Job]:
@@ -602,6 +732,7 @@ class SQLiteStore:
         )
 
     async def unregister_worker(self, worker: str) -> None:
+        self._seen.pop(worker, None)
         await self._write(lambda conn: conn.execute("DELETE FROM workers WHERE id = ?", (worker,)))
 
 
@@ -610,6 +741,13 @@ class SQLiteStore:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+def _jobs_by_id(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, Job]:
+    """The jobs that have some of these ids, by id."""
+    return {
+        row["id"]: job_from_row(row) for row in conn.execute(Q["select_jobs"], (dumps(job_ids),))
+    }
 
 
 def _versions(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, int]:
@@ -638,6 +776,76 @@ def _filter_sql(flt: JobFilter) -> tuple[list[str], list[Any]]:
         where.append(f"json_extract(labels, ?) IN ({_marks(len(values))})")
         args += ['$."' + key.replace('"', "") + '"', *values]
     return where, args
+
+
+def _record(
+    conn: sqlite3.Connection, batch: WorkerBatch, max_log_lines: int
+) -> tuple[list[str], bool]:
+    """Write a worker's batch: progress, log lines, outcomes; (changed ids, requeued)."""
+    now = now_us()
+    changed: list[str] = []
+    requeued = False
+    progress, last = batch.split_progress()
+    for p in progress:
+        cursor = conn.execute(
+            Q["save_progress"], (p.current, p.total, p.message, now, p.job_id, batch.worker)
+        )
+        if cursor.rowcount:
+            changed.append(p.job_id)
+    _append_logs(conn, batch, max_log_lines)
+    for outcome in batch.outcomes:
+        if outcome.kind is OutcomeKind.HANDED_BACK:
+            row = conn.execute(
+                Q["hand_back"],
+                {
+                    "id": outcome.job_id,
+                    "worker": batch.worker,
+                    "now": now,
+                    "attempt": outcome.attempt,
+                },
+            ).fetchone()
+        else:
+            error = outcome.error
+            row = conn.execute(
+                Q["finish"],
+                {
+                    "id": outcome.job_id,
+                    "worker": batch.worker,
+                    "kind": outcome.kind.value,
+                    "result": dumps(outcome.result)
+                    if outcome.kind is OutcomeKind.SUCCEEDED
+                    else None,
+                    "error": dumps(error.to_dict()) if error else None,
+                    "error_type": error.type if error else None,
+                    "error_message": error.message if error else None,
+                    "retry_at": outcome.retry_at,
+                    "finished_at": outcome.finished_at or now,
+                    "now": now,
+                    "attempt": outcome.attempt,
+                    **_progress_values(last.get(outcome.job_id)),
+                },
+            ).fetchone()
+        if row is not None:
+            changed.append(row["id"])
+            requeued = requeued or row["status"] == "queued"
+    return changed, requeued
+
+
+def _progress_values(update: ProgressUpdate | None) -> dict[str, Any]:
+    """The progress parameters of the finish statement."""
+    if update is None:
+        return {
+            "progress": 0,
+            "progress_current": None,
+            "progress_total": None,
+            "progress_message": None,
+        }
+    return {
+        "progress": 1,
+        "progress_current": update.current,
+        "progress_total": update.total,
+        "progress_message": update.message,
+    }
 
 
 def _append_logs(conn: sqlite3.Connection, batch: WorkerBatch, max_lines: int) -> None:

@@ -11,14 +11,21 @@ SELECT {columns} FROM {s}.jobs WHERE id = %s
 -- Jobs by ids.
 SELECT {columns} FROM {s}.jobs WHERE id = ANY(%s)
 
--- name: insert_job
--- Insert a new queued job; an existing id is left alone (the caller compares specs).
+-- name: insert_jobs
+-- Insert a batch of new queued jobs in one statement, from one array per column (params and
+-- labels as JSON text; the arrays travel in binary, several times cheaper to send than
+-- quoted text); existing ids, and repeats of an id within the batch, are left alone (the
+-- caller compares specs). Only the ids inserted come back, in no particular order.
 INSERT INTO {s}.jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
                       created_at, updated_at, labels)
-VALUES (%(id)s, %(kind)s, %(params)s, %(queue)s, %(priority)s, 'queued', %(max_attempts)s,
-        %(timeout)s, %(run_at)s, %(created_at)s, %(updated_at)s, %(labels)s)
+SELECT n.id, n.kind, n.params::jsonb, n.queue, n.priority, 'queued', n.max_attempts, n.timeout,
+       n.run_at, %(now)s::bigint, %(now)s::bigint, n.labels::jsonb
+FROM unnest(%(ids)b::text[], %(kinds)b::text[], %(params)b::text[], %(queues)b::text[],
+            %(priorities)b::integer[], %(max_attempts)b::integer[],
+            %(timeouts)b::double precision[], %(run_ats)b::bigint[], %(labels)b::text[])
+     AS n(id, kind, params, queue, priority, max_attempts, timeout, run_at, labels)
 ON CONFLICT (id) DO NOTHING
-RETURNING {columns}
+RETURNING id
 
 -- name: claim
 -- Lease up to :limit runnable jobs of the worker's queues and kinds, priority first,
@@ -73,12 +80,18 @@ WHERE j.id = p.id AND j.worker = %(worker)s AND j.status = 'running'
 RETURNING j.id
 
 -- name: finish
--- A finished run, from the worker that holds the job, for the attempt it ran. A cancel
--- request beats every other ending; a failure is queued again (at retry_at) while attempts
--- remain and the worker gave a retry time.
+-- Finished runs, one row per run in parallel arrays, from the worker that holds the jobs,
+-- for the attempt each ran: one statement for a whole batch. A cancel request beats every
+-- other ending; a failure is queued again (at retry_at) while attempts remain and the
+-- worker gave a retry time. Where has_progress, the run's last progress too (one statement
+-- instead of save_progress and finish).
 WITH o AS (
-    SELECT %(kind)s::text AS kind, %(retry_at)s::bigint AS retry_at,
-           %(error)s::jsonb AS error, %(result)s::jsonb AS result
+    SELECT * FROM unnest(%(ids)s::text[], %(kinds)s::text[], %(retry_ats)s::bigint[],
+                         %(errors)s::text[], %(results)s::text[], %(finished_ats)s::bigint[],
+                         %(attempts)s::int[], %(has_progress)s::bool[],
+                         %(currents)s::float8[], %(totals)s::float8[], %(messages)s::text[])
+        AS o(id, kind, retry_at, error, result, finished_at, attempt, has_progress,
+             current, total, message)
 )
 UPDATE {s}.jobs AS j
 SET status = CASE
@@ -88,23 +101,27 @@ SET status = CASE
         WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL AND j.attempt < j.max_attempts
             THEN 'queued'
         ELSE 'failed' END,
-    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested THEN o.result END,
-    error = CASE WHEN o.kind = 'failed' THEN o.error ELSE j.error END,
+    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested
+                  THEN o.result::jsonb END,
+    error = CASE WHEN o.kind = 'failed' THEN o.error::jsonb ELSE j.error END,
     attempt_errors = CASE WHEN o.kind = 'failed'
         THEN j.attempt_errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'type', o.error->>'type', 'message', o.error->>'message',
-            'at', %(now)s::bigint))
+            'attempt', j.attempt, 'type', o.error::jsonb->>'type',
+            'message', o.error::jsonb->>'message', 'at', %(now)s::bigint))
         ELSE j.attempt_errors END,
     run_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
                        AND j.attempt < j.max_attempts AND NOT j.cancel_requested
                   THEN o.retry_at ELSE j.run_at END,
     finished_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
                             AND j.attempt < j.max_attempts AND NOT j.cancel_requested
-                       THEN NULL ELSE %(finished_at)s::bigint END,
+                       THEN NULL ELSE o.finished_at END,
+    progress_current = CASE WHEN o.has_progress THEN o.current ELSE j.progress_current END,
+    progress_total = CASE WHEN o.has_progress THEN o.total ELSE j.progress_total END,
+    progress_message = CASE WHEN o.has_progress THEN o.message ELSE j.progress_message END,
     lease_expires_at = NULL, updated_at = %(now)s, version = j.version + 1
 FROM o
-WHERE j.id = %(id)s AND j.worker = %(worker)s AND j.status = 'running'
-      AND (%(attempt)s::int IS NULL OR j.attempt = %(attempt)s::int)
+WHERE j.id = o.id AND j.worker = %(worker)s AND j.status = 'running'
+      AND (o.attempt IS NULL OR j.attempt = o.attempt)
 RETURNING j.id, j.status
 
 -- name: hand_back

@@ -7,14 +7,17 @@
 -- One job by id.
 SELECT {columns} FROM jobs WHERE id = ?
 
--- name: insert_job
--- Insert a new queued job; an existing id is left alone (the caller compares specs).
+-- name: select_jobs
+-- Jobs by ids, given as one JSON array.
+SELECT {columns} FROM jobs WHERE id IN (SELECT value FROM json_each(?))
+
+-- name: insert_jobs
+-- Insert a new queued job, run once per job of a batch (executemany) in the transaction that
+-- found no job with its id (the caller compares specs first). Positional marks: cheaper
+-- than names, a thousand times per batch.
 INSERT INTO jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
                   created_at, updated_at, labels)
-VALUES (:id, :kind, :params, :queue, :priority, 'queued', :max_attempts, :timeout, :run_at,
-        :created_at, :updated_at, :labels)
-ON CONFLICT (id) DO NOTHING
-RETURNING {columns}
+VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
 
 -- name: claim
 -- Lease up to :limit runnable jobs of the worker's queues and kinds, priority first,
@@ -59,7 +62,8 @@ WHERE id = ? AND worker = ? AND status = 'running'
 -- name: finish
 -- A finished run, from the worker that holds the job, for the attempt it ran. A cancel
 -- request beats every other ending; a failure is queued again (at retry_at) while attempts
--- remain and the worker gave a retry time.
+-- remain and the worker gave a retry time. With :progress, the run's last progress too (one
+-- statement instead of save_progress and finish).
 UPDATE jobs
 SET status = CASE
         WHEN cancel_requested THEN 'cancelled'
@@ -77,6 +81,9 @@ SET status = CASE
                   AND NOT cancel_requested THEN :retry_at ELSE run_at END,
     finished_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
                        AND NOT cancel_requested THEN NULL ELSE :finished_at END,
+    progress_current = CASE WHEN :progress THEN :progress_current ELSE progress_current END,
+    progress_total = CASE WHEN :progress THEN :progress_total ELSE progress_total END,
+    progress_message = CASE WHEN :progress THEN :progress_message ELSE progress_message END,
     lease_expires_at = NULL, updated_at = :now,
     version = version + 1
 WHERE id = :id AND worker = :worker AND status = 'running'
