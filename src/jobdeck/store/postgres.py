@@ -594,18 +594,28 @@ class PostgresStore:
                 done.recorded = True
             return []
         seen = self._seen_due(worker, lease_seconds)
+        # One instant for every try of this claim: a retry after a commit whose answer was
+        # lost finds the jobs the earlier try took (this worker, started at this instant)
+        # instead of leaving them running with nobody to run them.
+        now = now_us()
+        tries = 0
 
         async def claim(conn: Conn) -> tuple[list[Job], list[str], bool]:
+            nonlocal tries
+            tries += 1
             changed: list[str] = []
             requeued = False
-            now = now_us()
+            taken: list[Job] = []
+            if tries > 1:
+                found = await conn.execute(self._sql["claimed_at"], (worker, now))
+                taken = [job_from_row(r) for r in await found.fetchall()]
             cur = await conn.execute(
                 self._sql["claim"],
                 {
                     "queues": list(queues),
                     "kinds": list(kinds),
                     "now": now,
-                    "limit": limit,
+                    "limit": max(0, limit - len(taken)),
                     "worker": worker,
                     "lease": now + int(lease_seconds * MICROS),
                 },
@@ -615,7 +625,7 @@ class PostgresStore:
             collect = None
             if done is not None:
                 collect = await self._send_record(conn, done, lines)
-            jobs = [job_from_row(r) for r in await cur.fetchall()]
+            jobs = taken + [job_from_row(r) for r in await cur.fetchall()]
             if collect is not None:
                 changed, requeued = await collect()
             if seen:

@@ -53,6 +53,11 @@ SET status = 'running', worker = %(worker)s, attempt = attempt + 1, started_at =
 FROM picked WHERE j.id = picked.id
 RETURNING {jcolumns}
 
+-- name: claimed_at
+-- The jobs a worker claimed at one instant: what an earlier try of a claim took when its
+-- commit went through but the answer was lost with the connection.
+SELECT {columns} FROM {s}.jobs WHERE worker = %s AND status = 'running' AND started_at = %s
+
 -- name: next_due
 -- The earliest run_at among queued jobs of some queues and kinds.
 SELECT min(run_at) AS due FROM {s}.jobs
