@@ -124,6 +124,8 @@ class PostgresStore:
         # Changes waiting for their shared NOTIFY (``_write(shared_notify=True)``).
         self._notices = _Notices()
         self._notifier: asyncio.Task[None] | None = None
+        #: Writes with ``shared_notify`` under way in this process.
+        self._sharing_writes = 0
 
     # --- connections -------------------------------------------------------------------
 
@@ -175,11 +177,31 @@ class PostgresStore:
         still before this returns, and writes committed at the same moment share one. (A
         NOTIFY holds a database-wide lock from its commit until the commit is flushed, so
         commits that notify wait for each other: under many small concurrent writes, such as
-        single submits, that queue is what limits them.)"""
+        single submits, that queue is what limits them.) A write with ``shared_notify`` that
+        is the only one under way in this process notifies in its transaction all the same:
+        alone, it waits for nobody, and a worker hears of it one round trip sooner."""
+        if not shared_notify:
+            return await self._write_notifying(fn, changes, pipeline=pipeline, share=False)
+        self._sharing_writes += 1
+        try:
+            share = self._sharing_writes > 1
+            return await self._write_notifying(fn, changes, pipeline=pipeline, share=share)
+        finally:
+            self._sharing_writes -= 1
+
+    async def _write_notifying(
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        changes: Callable[[T], tuple[Iterable[str], bool, bool]],
+        *,
+        pipeline: bool,
+        share: bool,
+    ) -> T:
+        """:meth:`_write`, its NOTIFY in the transaction or (``share``) after the commit."""
 
         async def transaction(conn: Conn) -> T:
             result = await fn(conn)
-            if shared_notify:
+            if share:
                 return result
             ids, work, cancel = changes(result)
             ids = list(ids)
@@ -195,7 +217,7 @@ class PostgresStore:
             self.hub.work_added()
         if cancel:
             self.hub.cancel_added()
-        if shared_notify and (ids or work or cancel):
+        if share and (ids or work or cancel):
             await self._notify_shared(ids, work, cancel)
         return result
 

@@ -173,6 +173,8 @@ class SQLiteStore:
         self._watch_conn: sqlite3.Connection | None = None
         self._watch_executor: ThreadPoolExecutor | None = None
         self._known_versions: dict[str, int] = {}
+        #: This process made work runnable since the last claim: the claim can skip its probe.
+        self._work_added_here = False
         self._seen: dict[str, float] = {}
         # Writes waiting for the writer thread, and whether a drain of them is under way.
         self._pending: deque[_WriteRequest] = deque()
@@ -440,6 +442,7 @@ class SQLiteStore:
     def _changed(self, job_ids: Sequence[str], *, work: bool = False) -> None:
         self.hub.jobs_changed(job_ids)
         if work:
+            self._work_added_here = True
             self.hub.work_added()
 
     # --- clients -----------------------------------------------------------------------
@@ -605,8 +608,10 @@ class SQLiteStore:
                 done.recorded = True
             return []
         marks = {"queues": _marks(len(queues)), "kinds": _marks(len(kinds))}
-        if done is None:
-            # Nothing to write: a cheap read first, so that an idle poll takes no lock.
+        fresh, self._work_added_here = self._work_added_here, False
+        if done is None and not fresh:
+            # Nothing to write and no work added by this process since the last claim: a
+            # cheap read first, so that an idle poll takes no lock.
             probe = Q["any_runnable"].format(**marks)
             now = now_us()
             runnable = await self._read(
