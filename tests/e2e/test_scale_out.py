@@ -43,7 +43,8 @@ N_REQUESTS = 200
 N_SHORT_JOBS = 2000
 BATCH_SIZE = 500
 #: Long jobs started for the cancel check; they stop once they ran in two worker processes.
-MAX_CANCEL_JOBS = 12
+#: One more than a worker's slots: a worker that took them all has none left for the last.
+MAX_CANCEL_JOBS = CONCURRENCY + 1
 
 #: The original recipe's jobs: id -> (n_steps, step_seconds).
 RECIPE_JOBS: dict[int, tuple[int, float]] = {
