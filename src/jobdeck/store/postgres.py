@@ -65,6 +65,7 @@ from jobdeck.store.rows import (
     numbered_log_rows,
     one_page,
     resolve_batch,
+    seen_due,
     spec_columns,
     stats_from_counts,
 )
@@ -615,7 +616,7 @@ class PostgresStore:
                 await self.record(done, lines)
                 done.recorded = True
             return []
-        seen = self._seen_due(worker, lease_seconds)
+        seen = seen_due(self._seen, worker, lease_seconds)
         # One instant for every try of this claim: a retry after a commit whose answer was
         # lost finds the jobs the earlier try took (this worker, started at this instant)
         # instead of leaving them running with nobody to run them.
@@ -663,16 +664,6 @@ class PostgresStore:
             done.recorded = True
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
-
-    def _seen_due(self, worker: str, lease_seconds: float) -> bool:
-        """Whether a claim should (also) mark the worker alive: at most every quarter lease
-        (and every second), not at every claim; the heartbeat marks it too."""
-        now = time.monotonic()
-        last = self._seen.get(worker)
-        if last is not None and now - last < min(1.0, lease_seconds / 4):
-            return False
-        self._seen[worker] = now
-        return True
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         """The earliest ``run_at`` among queued jobs of these queues and kinds."""

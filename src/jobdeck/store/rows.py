@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -325,3 +326,15 @@ def numbered_log_rows(
         message = dropped_lines_message(total - max_lines)
         marker = (job_id, max_lines + 1, lines[-1].at, "warning", message)
     return kept, marker
+
+
+def seen_due(seen: dict[str, float], worker: str, lease_seconds: float) -> bool:
+    """Whether a claim should (also) mark ``worker`` alive: at most every quarter lease (and
+    every second), not at every claim; the heartbeat marks it too. ``seen`` holds the last
+    time of each worker, on the monotonic clock."""
+    now = time.monotonic()
+    last = seen.get(worker)
+    if last is not None and now - last < min(1.0, lease_seconds / 4):
+        return False
+    seen[worker] = now
+    return True

@@ -63,6 +63,7 @@ from jobdeck.store.rows import (
     numbered_log_rows,
     one_page,
     resolve_batch,
+    seen_due,
     spec_values,
     stats_from_counts,
 )
@@ -623,7 +624,7 @@ class SQLiteStore:
             named_queues=", ".join(f":q{i}" for i in range(len(queues))),
             named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
         )
-        seen = self._seen_due(worker, lease_seconds)
+        seen = seen_due(self._seen, worker, lease_seconds)
 
         def claim(conn: sqlite3.Connection) -> tuple[list[Job], list[str], bool]:
             now = now_us()
@@ -652,16 +653,6 @@ class SQLiteStore:
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         self._changed([*changed, *(j.id for j in jobs)], work=requeued)
         return jobs
-
-    def _seen_due(self, worker: str, lease_seconds: float) -> bool:
-        """Whether a claim should (also) mark the worker alive: at most every quarter lease
-        (and every second), not at every claim; the heartbeat marks it too."""
-        now = time.monotonic()
-        last = self._seen.get(worker)
-        if last is not None and now - last < min(1.0, lease_seconds / 4):
-            return False
-        self._seen[worker] = now
-        return True
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         sql = (
