@@ -206,8 +206,9 @@ class JobSpec:
     labels: dict[str, str] = field(default_factory=dict)
     run_at: int | None = None
 
-    def same_request(self, job: Job) -> bool:
-        """Whether this spec asks for what ``job`` already is (idempotent create).
+    def same_request(self, job: Job | JobSpec) -> bool:
+        """Whether this spec asks for what ``job`` already is, or what another spec asks for
+        (idempotent create).
 
         Compares kind, params, queue, priority, max_attempts, timeout and labels,
         never ``run_at``.

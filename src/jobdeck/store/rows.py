@@ -191,7 +191,7 @@ def resolve_batch(
         if first is not None:
             if replace_terminal:
                 raise JobActive(f"job {spec.id!r} is queued", spec.id, index)
-            if not _same_spec(spec, specs[first]):
+            if not spec.same_request(specs[first]):
                 raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
             answers.append(first)
             continue
@@ -208,19 +208,6 @@ def resolve_batch(
         else:
             raise JobIdTaken(f"job {spec.id!r} exists with another spec", spec.id, index)
     return answers, replaced
-
-
-def _same_spec(spec: JobSpec, other: JobSpec) -> bool:
-    """What :meth:`JobSpec.same_request` compares, between two specs."""
-    return (
-        spec.kind == other.kind
-        and spec.params == other.params
-        and spec.queue == other.queue
-        and spec.priority == other.priority
-        and spec.max_attempts == other.max_attempts
-        and spec.timeout == other.timeout
-        and spec.labels == other.labels
-    )
 
 
 def batch_entries(
