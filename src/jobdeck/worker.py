@@ -6,7 +6,11 @@ Five loops share one asyncio event loop:
   a slot frees or the store's hub says work may be there (or every
   ``JOBDECK_POLL_SECONDS``); the same transaction first writes the runs that finished since
   the last claim, so a busy worker commits once per cycle of "write what ended, take as
-  many new jobs";
+  many new jobs". While its recent runs are short (under ``CLAIM_AHEAD_RUN_SECONDS`` on
+  average), the worker claims up to ``concurrency`` jobs ahead of its free slots: they wait
+  in the worker and start the moment a slot frees, so that the next claim's round trip
+  overlaps running jobs instead of following them. A job that waits longer than
+  ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed back to the queue;
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
   jobs whose lease expired elsewhere, purges old finished jobs;
 - *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
@@ -37,12 +41,13 @@ import random
 import socket
 import time
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobdeck.aio import cancel_and_wait, wait_any
+from jobdeck.aio import Flag, cancel_and_wait, wait_any
 from jobdeck.errors import (
     JobCancelled,
     JobInterrupted,
@@ -68,6 +73,12 @@ from jobdeck.tasks import JobContext, TaskKind, TaskRegistry
 log = logging.getLogger("jobdeck.worker")
 
 FLUSH_SECONDS = 0.25
+#: Claim ahead of free slots while recent runs take less than this on average.
+CLAIM_AHEAD_RUN_SECONDS = 0.01
+#: A job claimed ahead that found no free slot within this goes back to the queue.
+CLAIM_AHEAD_WAIT_SECONDS = 1.0
+#: Weight of the newest run in the average run time.
+RUN_TIME_WEIGHT = 0.2
 MAINTAIN_EVERY_SECONDS = 1.0
 #: With push notifications, idle loops still look every this many seconds.
 SAFETY_POLL_SECONDS = 2.0
@@ -76,6 +87,10 @@ _worker_numbers = itertools.count(1)
 
 class ShuttingDown(JobInterrupted):
     """The worker is stopping and hands the job back to the queue."""
+
+
+class NoFreeSlot(JobInterrupted):
+    """A job claimed ahead waited too long for a slot: it goes back to the queue."""
 
 
 @dataclass(eq=False)
@@ -88,6 +103,8 @@ class Run:
     task: asyncio.Task[Any] | None = None
     lease_renewed_at: float = field(default_factory=time.monotonic)
     child: IsolatedRun | None = None
+    #: When it was claimed ahead and began to wait for a slot (None: not waiting).
+    waiting_since: float | None = None
 
 
 def default_worker_name() -> str:
@@ -114,16 +131,20 @@ class Worker:
         self.name = name or default_worker_name()
         self.queues = tuple(queues or settings.queues)
         self.concurrency = concurrency or settings.concurrency
+        #: Every job this worker holds: running, or claimed ahead and waiting for a slot.
         self.runs: dict[str, Run] = {}
+        self._waiting: deque[Run] = deque()
+        #: Average run time (seconds, weighted towards the newest); None before any run.
+        self._run_seconds: float | None = None
         self._pending: WorkerBatch = WorkerBatch(self.name)
         self._threads = ThreadPoolExecutor(
             self.concurrency, thread_name_prefix=f"jobdeck-task-{self.name}"
         )
-        self._slot_freed = asyncio.Event()
+        self._slot_freed = Flag()
         #: Write the pending batch now rather than at the next tick or claim.
-        self._flush_now = asyncio.Event()
+        self._flush_now = Flag()
         self._claiming = False
-        self._stopping = asyncio.Event()
+        self._stopping = Flag()
         self._loops: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         self._last_purge = 0.0
@@ -159,6 +180,8 @@ class Worker:
         self._slot_freed.set()
         if self._loops:
             await self._loops[0]  # the claim loop ends by itself; a claim is never cut short
+        for run in list(self._waiting):
+            self._interrupt(run, ShuttingDown)
         running = [r.task for r in self.runs.values() if r.task is not None]
         if running:
             log.info(
@@ -221,24 +244,35 @@ class Worker:
         hub = self.store.hub
         kinds = self.registry.names()
         while not self._stopping.is_set():
-            free = self.concurrency - len(self.runs)
-            if free > 0:
+            room = self._room()
+            if room > 0:
                 hub.work_available.clear()
                 # The leases the claim grants start no earlier than this: the fence counts
                 # from here, not from the answer, which may come late.
                 asked_at = time.monotonic()
-                jobs = await self._claim(kinds, free)
+                jobs = await self._claim(kinds, room)
                 for job in jobs:
                     self._launch(job, asked_at)
                 if not jobs and not self.runs:
                     self._empty_claims += 1
-                if len(jobs) == free:
-                    continue  # there may be more: claim again as soon as a slot frees
+                if len(jobs) == room:
+                    continue  # there may be more: claim again as soon as there is room
                 idle = await self._idle_seconds(kinds)
                 await wait_any(hub.work_available, self._slot_freed, timeout=idle)
             else:
                 await wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
             self._slot_freed.clear()
+
+    def _room(self) -> int:
+        """How many jobs to claim now: the free slots; while runs are short, up to
+        ``concurrency`` more to wait for a slot, in bites of at least ``concurrency`` (the
+        fewer the claims, the fewer the commits per job)."""
+        free = self.concurrency - len(self.runs)
+        average = self._run_seconds
+        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
+            return free
+        room = free + self.concurrency
+        return room if room >= self.concurrency else 0
 
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
@@ -288,15 +322,26 @@ class Worker:
         kind = self.registry.get(job.kind)
         context = JobContext(job.id, job.kind, job.attempt)
         run = Run(job, kind, context, lease_renewed_at=leased_at)
+        running = len(self.runs) - len(self._waiting)
         self.runs[job.id] = run
-        log.info(
-            "job %s kind=%s running (attempt %d/%d) on %s",
-            job.id,
-            job.kind,
-            job.attempt,
-            job.max_attempts,
-            self.name,
-        )
+        if running < self.concurrency:
+            self._start(run)
+        else:
+            run.waiting_since = time.monotonic()
+            self._waiting.append(run)
+
+    def _start(self, run: Run) -> None:
+        run.waiting_since = None
+        job = run.job
+        if run.context.interrupt_reason is None:
+            log.info(
+                "job %s kind=%s running (attempt %d/%d) on %s",
+                job.id,
+                job.kind,
+                job.attempt,
+                job.max_attempts,
+                self.name,
+            )
         run.task = asyncio.create_task(self._execute(run), name=f"jobdeck-job-{job.id}")
 
     # --- running -------------------------------------------------------------------------
@@ -309,7 +354,12 @@ class Worker:
                 job.timeout, self._interrupt, run, JobTimedOut
             )
         try:
+            reason = run.context.interrupt_reason
+            if reason is not None:  # stopped while it waited for a slot: never runs
+                raise reason()
+            started = time.monotonic()
             result = await self._call(run)
+            self._timed(time.monotonic() - started)
             outcome = self._success(run, result)
         except (JobInterrupted, asyncio.CancelledError) as exc:
             outcome = self._interrupted(run, exc)
@@ -339,7 +389,19 @@ class Worker:
                     return future.result()
                 continue
 
+    def _timed(self, seconds: float) -> None:
+        average = self._run_seconds
+        if average is None:
+            self._run_seconds = seconds
+        else:
+            self._run_seconds = average + RUN_TIME_WEIGHT * (seconds - average)
+
     def _interrupt(self, run: Run, reason: type[JobInterrupted]) -> None:
+        if run.waiting_since is not None:  # claimed ahead, not started: end it at once
+            run.context.interrupt(reason)
+            self._waiting.remove(run)
+            self._start(run)
+            return
         first = run.context.interrupt(reason)
         if run.child is not None:
             run.child.stop(reason)  # even when not first: a lost lease kills the child at once
@@ -369,7 +431,7 @@ class Worker:
             reason = type(exc)
         if reason is None or reason is LeaseLost:
             return None  # cancelled by nobody we know: the worker itself is going away
-        if reason is ShuttingDown:
+        if reason is ShuttingDown or reason is NoFreeSlot:
             return self._outcome(run, OutcomeKind.HANDED_BACK)
         if reason is JobTimedOut:
             return self._timed_out(run)
@@ -426,6 +488,9 @@ class Worker:
         else:
             log.warning("job %s kind=%s abandoned: lease lost", run.job.id, run.job.kind)
         del self.runs[run.job.id]
+        waiting = self._waiting
+        while waiting and len(self.runs) - len(waiting) < self.concurrency:
+            self._start(waiting.popleft())
         self._slot_freed.set()
 
     # --- writing out ---------------------------------------------------------------------
@@ -523,6 +588,11 @@ class Worker:
         for run in list(self.runs.values()):
             if now - run.lease_renewed_at > limit:
                 self._interrupt(run, LeaseLost)
+        for run in list(self._waiting):
+            if now - (run.waiting_since or now) > CLAIM_AHEAD_WAIT_SECONDS:
+                # Runs are not short any more: no claiming ahead until they are again.
+                self._run_seconds = CLAIM_AHEAD_WAIT_SECONDS
+                self._interrupt(run, NoFreeSlot)
 
     async def _maintain_if_due(self) -> None:
         now = time.monotonic()

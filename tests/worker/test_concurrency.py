@@ -6,11 +6,12 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from jobdeck import worker as worker_module
 from jobdeck.deck import Deck
 from jobdeck.model import Job, Status
 from jobdeck.store.base import JobFilter
@@ -204,3 +205,136 @@ async def test_jobs_beyond_the_free_slots_stay_queued(
     release.set()
     for job in jobs:
         await wait_status(deck.store, job.id, Status.SUCCEEDED)
+
+
+# --- claiming ahead --------------------------------------------------------------------------
+
+
+async def test_short_runs_are_claimed_ahead_and_never_exceed_concurrency(
+    deck: Deck, make_worker: WorkerFactory
+) -> None:
+    """While runs are short, the worker holds more jobs than it has slots (claimed ahead,
+    waiting), yet never runs more than ``concurrency`` at once."""
+    gauge = Gauge()
+    held: list[int] = []
+    worker = make_worker(deck, concurrency=2)
+
+    @deck.task
+    async def quick() -> None:
+        gauge.enter()
+        held.append(len(worker.runs))
+        gauge.leave()
+
+    await deck.enqueue_many([deck.build_spec("quick") for _ in range(40)])
+    await worker.run_until_idle(timeout=20)
+
+    assert gauge.done == 40
+    assert gauge.most <= 2
+    assert max(held) > 2, "no job was ever claimed ahead of a free slot"
+
+
+async def test_long_runs_are_not_claimed_ahead(deck: Deck, make_worker: WorkerFactory) -> None:
+    """Runs longer than CLAIM_AHEAD_RUN_SECONDS: the worker holds no more than its slots."""
+    held: list[int] = []
+    worker = make_worker(deck, concurrency=2)
+
+    @deck.task
+    async def slow() -> None:
+        held.append(len(worker.runs))
+        await asyncio.sleep(worker_module.CLAIM_AHEAD_RUN_SECONDS * 2)
+
+    await deck.enqueue_many([deck.build_spec("slow") for _ in range(8)])
+    await worker.run_until_idle(timeout=20)
+
+    assert len(held) == 8
+    assert max(held) <= 2
+
+
+class AheadSetup:
+    """A worker with one slot, taught that runs are short, whose slot a blocking job then
+    holds while a second job was claimed ahead and waits."""
+
+    def __init__(
+        self, deck: Deck, worker: Worker, blocker: Job, behind: Job, ran: list[str]
+    ) -> None:
+        self.deck = deck
+        self.worker = worker
+        self.blocker = blocker
+        self.behind = behind
+        #: Ids of the quick jobs that ran.
+        self.ran = ran
+
+
+@pytest.fixture
+async def ahead(
+    deck: Deck,
+    make_worker: WorkerFactory,
+    wait_for: WaitFor,
+    wait_status: WaitStatus,
+) -> AsyncIterator[AheadSetup]:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    @deck.task
+    async def quick(ctx: JobContext) -> None:
+        ran.append(ctx.job_id)
+
+    @deck.task
+    async def blocking() -> None:
+        await release.wait()
+
+    worker = make_worker(deck, concurrency=1)
+    await worker.start()
+    first = await deck.enqueue("quick")
+    await wait_status(deck.store, first.id, Status.SUCCEEDED)
+    blocker = await deck.enqueue("blocking")
+    await wait_status(deck.store, blocker.id, Status.RUNNING)
+    behind = await deck.enqueue("quick")
+    await wait_for(lambda: behind.id in worker.runs, what="the second job claimed ahead")
+    yield AheadSetup(deck, worker, blocker, behind, ran)
+    release.set()
+
+
+async def test_a_job_claimed_ahead_that_waits_too_long_goes_to_another_worker(
+    ahead: AheadSetup,
+    make_worker: WorkerFactory,
+    wait_status: WaitStatus,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that found no free slot within CLAIM_AHEAD_WAIT_SECONDS is handed back, its
+    attempt given back, and an idle worker runs it while the first is still busy."""
+    monkeypatch.setattr(worker_module, "CLAIM_AHEAD_WAIT_SECONDS", 0.2)
+    other = make_worker(ahead.deck, name="idle-worker", concurrency=1)
+    await other.start()
+
+    done = await wait_status(ahead.deck.store, ahead.behind.id, Status.SUCCEEDED)
+
+    assert done.worker == "idle-worker"
+    assert done.attempt == 1
+    blocker = await ahead.deck.store.get(ahead.blocker.id)
+    assert blocker is not None and blocker.status is Status.RUNNING
+
+
+async def test_cancelling_a_job_claimed_ahead_ends_it_without_running_it(
+    ahead: AheadSetup, wait_status: WaitStatus
+) -> None:
+    """A cancel reaches a job waiting for a slot: it ends cancelled and never runs."""
+    await ahead.deck.store.request_cancel(ahead.behind.id)
+
+    await wait_status(ahead.deck.store, ahead.behind.id, Status.CANCELLED)
+
+    assert ahead.behind.id not in ahead.ran
+    blocker = await ahead.deck.store.get(ahead.blocker.id)
+    assert blocker is not None and blocker.status is Status.RUNNING
+
+
+async def test_stopping_hands_back_jobs_claimed_ahead(ahead: AheadSetup) -> None:
+    """At shutdown a job waiting for a slot goes back to the queue with its attempt given
+    back, without having run."""
+    await ahead.worker.stop(grace_seconds=0)
+
+    behind = await ahead.deck.store.get(ahead.behind.id)
+    assert behind is not None
+    assert behind.status is Status.QUEUED
+    assert behind.attempt == 0
+    assert ahead.behind.id not in ahead.ran

@@ -7,13 +7,13 @@ compare-and-set on the job's current status and owner, so a late actor changes n
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from jobdeck.aio import Flag, wait_any
 from jobdeck.model import Job, JobSpec, Outcome, OutcomeKind, Status
 
 # --- values the port speaks -------------------------------------------------------------
@@ -253,24 +253,21 @@ class Store(Protocol):
 class Subscription:
     """A waiter on one job's changes. Set when the job changes; cleared by the reader."""
 
-    __slots__ = ("_event", "job_id")
+    __slots__ = ("_flag", "job_id")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self._event = asyncio.Event()
+        self._flag = Flag()
 
     def notify(self) -> None:
-        self._event.set()
+        self._flag.set()
 
     async def wait(self, timeout: float) -> bool:
         """Wait until notified or ``timeout`` seconds pass; True when notified. Clears."""
-        if not self._event.is_set():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._event.wait()
-            except TimeoutError:
-                return False
-        self._event.clear()
+        await wait_any(self._flag, timeout=timeout)
+        if not self._flag.is_set():
+            return False
+        self._flag.clear()
         return True
 
 
@@ -284,8 +281,8 @@ class ChangeHub:
 
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscription]] = {}
-        self.work_available = asyncio.Event()
-        self.cancel_requested = asyncio.Event()
+        self.work_available = Flag()
+        self.cancel_requested = Flag()
 
     def watched_ids(self) -> list[str]:
         """Ids of the jobs somebody in this process waits on."""

@@ -83,11 +83,17 @@ Q = load_queries("sqlite", columns=JOB_COLUMNS, terminal=TERMINAL_SQL)
 class _WriteRequest:
     """One caller's write waiting for the writer thread, and its outcome."""
 
-    __slots__ = ("error", "fn", "future", "loop", "result")
+    __slots__ = ("error", "fn", "future", "loop", "on_commit", "result")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        on_commit: Callable[[Any], None] | None = None,
+    ):
         self.fn = fn
         self.loop = loop
+        self.on_commit = on_commit
         self.future: asyncio.Future[Any] = loop.create_future()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -117,6 +123,11 @@ def _settle(requests: list[_WriteRequest]) -> None:
 
 
 def _settle_on_loop(requests: list[_WriteRequest]) -> None:
+    # Commit hooks first: what they wake (an idle worker's claim loop) runs before the
+    # callers resume, even a caller that gave up.
+    for request in requests:
+        if request.error is None and request.on_commit is not None:
+            request.on_commit(request.result)
     for request in requests:
         request.settle()
 
@@ -212,22 +223,32 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await _retry_locked(lambda: loop.run_in_executor(executor, fn))
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_commit: Callable[[T], None] | None = None,
+    ) -> T:
         """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction on the write connection.
 
         Group commit: the writer thread takes every write queued at that moment (up to
         :data:`MAX_GROUP`) and runs them in one transaction, each inside a ``SAVEPOINT`` (a
         failing ``fn`` undoes its own changes only, and only its caller sees the error), and
-        commits once. Every caller is answered after that commit, never before.
+        commits once. Every caller is answered after that commit, never before. ``on_commit``
+        runs on the caller's loop with the result once committed, before any caller of the
+        group resumes.
         """
-        return await _retry_locked(lambda: self._queue_write(fn))
+        return await _retry_locked(lambda: self._queue_write(fn, on_commit))
 
-    def _queue_write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def _queue_write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_commit: Callable[[T], None] | None = None,
+    ) -> asyncio.Future[T]:
         writer = self._writer
         if writer is None:
             raise StoreUnavailable("the store is not open")
         loop = asyncio.get_running_loop()
-        request = _WriteRequest(fn, loop)
+        request = _WriteRequest(fn, loop, on_commit)
         with self._pending_lock:
             self._pending.append(request)
             start = not self._draining
@@ -465,10 +486,15 @@ class SQLiteStore:
             new_jobs = {spec.id: new_job(spec, now) for spec in new_specs}
             return batch_entries(specs, answers, new_jobs)
 
-        entries = await self._write(insert)
-        created = [e.job.id for e in entries if e.created]
-        self._changed(created, work=bool(created))
+        entries = await self._write(insert, on_commit=self._wake_for)
+        self._changed([e.job.id for e in entries if e.created])
         return entries
+
+    def _wake_for(self, entries: list[Enqueued]) -> None:
+        """Wake idle workers at the commit of new jobs, before the caller resumes."""
+        if any(e.created for e in entries):
+            self._work_added_here = True
+            self.hub.work_added()
 
     async def get(self, job_id: str) -> Job | None:
         def select(conn: sqlite3.Connection) -> Job | None:
