@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobdeck.errors import SchemaTooNew
+from jobdeck.logs import BackgroundStreamHandler
 from jobdeck.retention import PURGE_BATCH
 from jobdeck.settings import Settings
 
@@ -220,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jobdeck`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    if not logging.getLogger().handlers:
+        handler = BackgroundStreamHandler(sys.stderr)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=[handler])
     try:
         return args.handler(args)
     except (ValueError, SchemaTooNew) as exc:
