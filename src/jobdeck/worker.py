@@ -79,6 +79,8 @@ CLAIM_AHEAD_RUN_SECONDS = 0.01
 CLAIM_AHEAD_WAIT_SECONDS = 1.0
 #: Weight of the newest run in the average run time.
 RUN_TIME_WEIGHT = 0.2
+#: After an unexpected error (a bug, not an unreachable store), a loop pauses this long.
+ERROR_PAUSE_SECONDS = 1.0
 MAINTAIN_EVERY_SECONDS = 1.0
 #: With push notifications, idle loops still look every this many seconds.
 SAFETY_POLL_SECONDS = 2.0
@@ -277,6 +279,7 @@ class Worker:
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
         transaction: one round trip (one commit) per cycle instead of two."""
+        failed = False
         async with self._flush_lock:
             batch, self._pending = self._pending, WorkerBatch(self.name)
             try:
@@ -292,10 +295,18 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("worker %s: claim failed: %s", self.name, exc)
                 jobs = []
+            except Exception:
+                # The claim loop must outlive a bug: the batch goes to the flush loop, which
+                # drops it if it fails again (its jobs are then rescued after their lease).
+                log.exception("worker %s: claim failed", self.name)
+                jobs = []
+                failed = True
             finally:
                 if batch and not batch.recorded:
                     self._restore(batch)  # not written: the flush loop writes it
                     self._flush_now.set()
+        if failed:
+            await asyncio.sleep(ERROR_PAUSE_SECONDS)
         return jobs
 
     @property
@@ -534,6 +545,9 @@ class Worker:
                 await self._flush()
             except StoreUnavailable:
                 await asyncio.sleep(FLUSH_SECONDS)
+            except Exception:
+                log.exception("worker %s: write failed, batch dropped", self.name)
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
 
     # --- leases, rescue, retention -------------------------------------------------------
 
@@ -551,6 +565,9 @@ class Worker:
                 await self._maintain_if_due()
             except StoreUnavailable as exc:
                 log.warning("worker %s: maintenance failed: %s", self.name, exc)
+            except Exception:
+                log.exception("worker %s: maintenance failed", self.name)
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
 
     async def _fence_loop(self) -> None:
         """Check the fence on a clock of its own: a stalled store call must not delay it."""
@@ -568,6 +585,9 @@ class Worker:
                 beat = await self.store.heartbeat(self.name, held, self.settings.lease_seconds)
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("worker %s: heartbeat failed: %s", self.name, str(exc) or "timed out")
+            return
+        except Exception:
+            log.exception("worker %s: heartbeat failed", self.name)
             return
         for job_id in held:
             run = self.runs.get(job_id)
@@ -640,6 +660,10 @@ class Worker:
                 asked = await self.store.cancel_requests(self.name, list(self.runs))
             except StoreUnavailable as exc:
                 log.warning("worker %s: cancel check failed: %s", self.name, exc)
+                continue
+            except Exception:
+                log.exception("worker %s: cancel check failed", self.name)
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
                 continue
             for job_id in asked:
                 run = self.runs.get(job_id)

@@ -63,3 +63,25 @@ class Partition(StoreView):
     async def cancel_requests(self, worker: str, job_ids: Sequence[str]) -> frozenset[str]:
         self._check()
         return await self._store.cancel_requests(worker, job_ids)
+
+
+class Faulty(StoreView):
+    """Operations named in ``failing`` raise ``RuntimeError`` (a bug, not an outage) the
+    next ``times`` calls each, then pass through again."""
+
+    def __init__(self, store: Store, *failing: str, times: int = 1) -> None:
+        super().__init__(store)
+        self.failures_left = dict.fromkeys(failing, times)
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._store, name)
+        if name not in self.failures_left:
+            return target
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.failures_left[name] > 0:
+                self.failures_left[name] -= 1
+                raise RuntimeError(f"{name} broke (test)")
+            return await target(*args, **kwargs)
+
+        return call
