@@ -38,6 +38,7 @@ class Settings:
     poll_seconds: float = 0.05
     cancel_check_seconds: float = 0.2
     notify: bool = True
+    pg_prepare: bool = True
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
     shutdown_grace_seconds: float = 30.0

@@ -93,6 +93,8 @@ RETRY_SECONDS = 15.0
 NOTIFY_MAX_BYTES = 7900
 NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 LISTEN_RECONNECT_SECONDS = 1.0
+#: Executions of a statement on a connection before it is prepared (``JOBDECK_PG_PREPARE``).
+PREPARE_AFTER = 5
 
 
 class PostgresStore:
@@ -261,7 +263,9 @@ class PostgresStore:
             max_size=POOL_SIZE,
             kwargs={
                 "row_factory": dict_row,
-                "prepare_threshold": None,
+                # Statements run this often are prepared on the server: the claim and the
+                # writes of a busy worker are then planned once per connection.
+                "prepare_threshold": PREPARE_AFTER if self.settings.pg_prepare else None,
                 **_application_name(self.url, "pool"),
             },
             configure=_configure,
@@ -742,8 +746,8 @@ class PostgresStore:
                     self._sql["save_progress"],
                     {
                         "ids": [p.job_id for p in progress],
-                        "currents": [p.current for p in progress],
-                        "totals": [p.total for p in progress],
+                        "currents": [float(p.current) for p in progress],
+                        "totals": [_float_or_none(p.total) for p in progress],
                         "messages": [p.message for p in progress],
                         "worker": batch.worker,
                         "now": now,
@@ -769,8 +773,8 @@ class PostgresStore:
                         "finished_ats": [o.finished_at or now for o in finished],
                         "attempts": [o.attempt for o in finished],
                         "has_progress": [p is not None for p in ends],
-                        "currents": [p.current if p else None for p in ends],
-                        "totals": [p.total if p else None for p in ends],
+                        "currents": [float(p.current) if p else None for p in ends],
+                        "totals": [_float_or_none(p.total) if p else None for p in ends],
                         "messages": [p.message if p else None for p in ends],
                         "worker": batch.worker,
                         "now": now,
@@ -888,6 +892,12 @@ class PostgresStore:
             await conn.execute(f'DELETE FROM "{self.schema}".workers WHERE id = %s', (worker,))
 
         await self._run(delete, write=True)
+
+
+def _float_or_none(value: float | None) -> float | None:
+    """A progress number as a float: a list mixing ints and floats cannot be sent as one
+    array."""
+    return None if value is None else float(value)
 
 
 async def _pipelined(conn: Conn, fn: Callable[[Conn], Awaitable[T]]) -> T:
