@@ -7,10 +7,11 @@ Five loops share one asyncio event loop:
   ``JOBDECK_POLL_SECONDS``); the same transaction first writes the runs that finished since
   the last claim, so a busy worker commits once per cycle of "write what ended, take as
   many new jobs". While its recent runs are short (under ``CLAIM_AHEAD_RUN_SECONDS`` on
-  average), the worker claims up to ``concurrency`` jobs ahead of its free slots: they wait
-  in the worker and start the moment a slot frees, so that the next claim's round trip
-  overlaps running jobs instead of following them. A job that waits longer than
-  ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed back to the queue;
+  average), the worker claims ahead: once every job claimed ahead has started, it claims
+  its free slots plus ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` jobs more, which wait in the
+  worker and start the moment a slot frees. A commit then carries many jobs, and the next
+  claim's round trip overlaps the last running ones instead of following them. A job that
+  waits longer than ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed back to the queue;
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
   jobs whose lease expired elsewhere, purges old finished jobs;
 - *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
@@ -75,6 +76,8 @@ log = logging.getLogger("jobdeck.worker")
 FLUSH_SECONDS = 0.25
 #: Claim ahead of free slots while recent runs take less than this on average.
 CLAIM_AHEAD_RUN_SECONDS = 0.01
+#: Claiming ahead, a claim takes up to this many times ``concurrency`` beyond free slots.
+CLAIM_AHEAD_FACTOR = 4
 #: A job claimed ahead that found no free slot within this goes back to the queue.
 CLAIM_AHEAD_WAIT_SECONDS = 1.0
 #: Weight of the newest run in the average run time.
@@ -266,15 +269,17 @@ class Worker:
             self._slot_freed.clear()
 
     def _room(self) -> int:
-        """How many jobs to claim now: the free slots; while runs are short, up to
-        ``concurrency`` more to wait for a slot, in bites of at least ``concurrency`` (the
-        fewer the claims, the fewer the commits per job)."""
+        """How many jobs to claim now: the free slots; while runs are short, nothing until
+        every job claimed ahead has started, then the free slots and
+        ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` more (the fewer the claims, the fewer the
+        round trips and commits per job)."""
         free = self.concurrency - len(self.runs)
         average = self._run_seconds
         if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
             return free
-        room = free + self.concurrency
-        return room if room >= self.concurrency else 0
+        if self._waiting:
+            return 0
+        return free + CLAIM_AHEAD_FACTOR * self.concurrency
 
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
