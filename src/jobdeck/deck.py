@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from jobdeck.model import MICROS, Job, JobSpec, is_valid_id, new_job_id, now_us
 from jobdeck.settings import Settings
 from jobdeck.store import open_store
 from jobdeck.store.base import Store
+from jobdeck.store.rows import dumps
 from jobdeck.tasks import TaskRegistry, builtin_registry, default_registry
 
 if TYPE_CHECKING:
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from jobdeck.worker import Worker
 
 log = logging.getLogger("jobdeck")
-#: Made once: ``json.dumps`` with options builds a new encoder on every call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def import_task_modules(modules: Iterable[str]) -> None:
@@ -115,7 +113,7 @@ class Deck:
     def _json_size(kind: str, value: Any) -> int:
         """Bytes of ``value`` as compact JSON; NaN and Infinity are refused (not JSON)."""
         try:
-            encoded = _COMPACT_JSON.encode(value)
+            encoded = dumps(value)
         except ValueError:
             raise InvalidParams(
                 kind,

@@ -1,6 +1,10 @@
 """The PostgreSQL adapter, on psycopg 3 (async) with a connection pool.
 
 - Claims take several jobs per round trip with ``FOR UPDATE SKIP LOCKED``.
+- Group commit: one-job enqueues that come while one is being written are written together
+  next, in one transaction (one INSERT, one commit, one NOTIFY); each caller is answered
+  after that commit as if its enqueue had been written alone.
+- Batches travel as one JSON document (``insert_jobs``), encoded by one call.
 - Every write transaction ends with at most one ``NOTIFY`` naming the jobs it changed and
   whether work was added or a cancel requested; a batch of 1,000 jobs is one notification.
   Enqueues send theirs just after the commit instead (before answering), one for all the
@@ -65,8 +69,9 @@ from jobdeck.store.rows import (
     numbered_log_rows,
     one_page,
     resolve_batch,
+    resolve_group,
     seen_due,
-    spec_columns,
+    spec_rows,
     stats_from_counts,
 )
 from jobdeck.store.sql import load_queries
@@ -95,6 +100,8 @@ NOTIFY_SQL = "SELECT pg_notify(%s, %s)"
 LISTEN_RECONNECT_SECONDS = 1.0
 #: Executions of a statement on a connection before it is prepared (``JOBDECK_PG_PREPARE``).
 PREPARE_AFTER = 5
+#: At most this many one-job enqueues share a transaction (group commit).
+MAX_GROUP = 500
 
 
 class PostgresStore:
@@ -129,6 +136,9 @@ class PostgresStore:
         self._notifier: asyncio.Task[None] | None = None
         #: Writes with ``shared_notify`` under way in this process.
         self._sharing_writes = 0
+        # One-job enqueues waiting for the next group (``_submit``), and its writer.
+        self._submits: list[_Submit] = []
+        self._submitter: asyncio.Task[None] | None = None
 
     # --- connections -------------------------------------------------------------------
 
@@ -284,6 +294,11 @@ class PostgresStore:
             self._tasks.append(asyncio.create_task(self._listen(), name="jobdeck-pg-listen"))
 
     async def close(self) -> None:
+        if self._submitter is not None:
+            # Enqueues under way are written (or fail) before the pool closes.
+            with contextlib.suppress(Exception):
+                await self._submitter
+            self._submitter = None
         if self._notifier is not None:
             # Writes committed already: their notification goes out before the pool closes.
             with contextlib.suppress(Exception):
@@ -407,6 +422,124 @@ class PostgresStore:
     async def enqueue(
         self, specs: Sequence[JobSpec], *, replace_terminal: bool = False
     ) -> list[Enqueued]:
+        """Store jobs. A one-job call joins the others of this process that come while a
+        write of them is under way: they share the next transaction (group commit)."""
+        if len(specs) == 1:
+            return [await self._submit(specs[0], replace_terminal)]
+        return await self._enqueue_alone(specs, replace_terminal)
+
+    async def _submit(self, spec: JobSpec, replace_terminal: bool) -> Enqueued:
+        """Queue a one-job enqueue for the submitter task; its answer once committed."""
+        if self._pool is None:
+            raise StoreUnavailable("the store is not open")
+        submit = _Submit(spec, replace_terminal, asyncio.get_running_loop().create_future())
+        self._submits.append(submit)
+        if self._submitter is None or self._submitter.done():
+            self._submitter = asyncio.create_task(self._drain_submits(), name="jobdeck-pg-submit")
+        return await submit.future
+
+    async def _drain_submits(self) -> None:
+        """Write the queued one-job enqueues, a group per transaction, until none is left:
+        the ones that come while a group is written make the next group."""
+        try:
+            while self._submits:
+                group = [s for s in self._submits[:MAX_GROUP] if not s.future.done()]
+                del self._submits[:MAX_GROUP]
+                if group:
+                    await self._write_group(group)
+        finally:
+            # Cancelled (the loop closing): nobody is left waiting for an answer.
+            for submit in self._submits:
+                submit.future.cancel()
+            self._submits.clear()
+
+    async def _write_group(self, group: list[_Submit]) -> None:
+        """Write ``group`` in one transaction and answer each, as if each were written
+        alone: its entry, or its JobIdTaken or JobActive. When the transaction fails (a
+        database error, or a spec that cannot be sent), each is written alone instead, so
+        that the error goes to the spec that causes it; when the server cannot be reached,
+        every one of them gets that."""
+        try:
+            if len(group) == 1:
+                outcomes: list[Enqueued | BaseException] = list(
+                    await self._enqueue_alone([group[0].spec], group[0].replace_terminal)
+                )
+            else:
+                try:
+                    outcomes = list(await self._enqueue_group(group))
+                except StoreUnavailable as exc:
+                    if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+                        raise
+                    outcomes = await self._enqueue_each(group)
+                except Exception as exc:
+                    log.info("a group of %d enqueues is written one by one: %s", len(group), exc)
+                    outcomes = await self._enqueue_each(group)
+        except BaseException as exc:
+            for submit in group:
+                if submit.future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    submit.future.cancel()
+                else:
+                    submit.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for submit, outcome in zip(group, outcomes, strict=True):
+            if submit.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                submit.future.set_exception(outcome)
+            else:
+                submit.future.set_result(outcome)
+
+    async def _enqueue_each(self, group: list[_Submit]) -> list[Enqueued | BaseException]:
+        """The submits of ``group`` written one after the other, each alone."""
+        outcomes: list[Enqueued | BaseException] = []
+        for submit in group:
+            try:
+                (entry,) = await self._enqueue_alone([submit.spec], submit.replace_terminal)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(entry)
+        return outcomes
+
+    async def _enqueue_group(self, group: list[_Submit]) -> list[Enqueued | JobConflict]:
+        """One transaction for the one-job enqueues of ``group`` (see :func:`resolve_group`)."""
+        specs = [submit.spec for submit in group]
+
+        async def insert(conn: Conn) -> list[Enqueued | JobConflict]:
+            now = now_us()
+            new_jobs = await self._insert_jobs(conn, specs, now)
+            existing: dict[str, Job] = {}
+            missing = list({spec.id for spec in specs if spec.id not in new_jobs})
+            if missing:
+                cur = await conn.execute(self._sql["select_jobs"], (missing,))
+                existing = {r["id"]: job_from_row(r) for r in await cur.fetchall()}
+            outcomes, replaced, again = resolve_group(
+                specs, [submit.replace_terminal for submit in group], new_jobs, existing, now
+            )
+            if replaced:
+                await conn.execute(
+                    f'DELETE FROM "{self.schema}".jobs WHERE id = ANY(%s)', (replaced,)
+                )
+            if again and len(await self._insert_jobs(conn, again, now)) < len(again):
+                # Inserted by another process meanwhile: written alone, each finds it.
+                raise _GroupRaced("a job of the group was inserted meanwhile")
+            return outcomes
+
+        def changes(outcomes: list[Enqueued | JobConflict]) -> tuple[list[str], bool, bool]:
+            created = [o.job.id for o in outcomes if isinstance(o, Enqueued) and o.created]
+            return created, bool(created), False
+
+        return await self._write(insert, changes, pipeline=True, shared_notify=True)
+
+    async def _enqueue_alone(
+        self, specs: Sequence[JobSpec], replace_terminal: bool
+    ) -> list[Enqueued]:
+        """:meth:`enqueue` in a transaction of its own."""
+
         async def insert(conn: Conn) -> list[Enqueued]:
             now = now_us()
             new_jobs = await self._insert_jobs(conn, specs, now)
@@ -439,13 +572,17 @@ class PostgresStore:
     async def _insert_jobs(self, conn: Conn, specs: Sequence[JobSpec], now: int) -> dict[str, Job]:
         """Insert new jobs in one statement; the jobs inserted by id (existing ids and
         repeats within ``specs`` are left alone)."""
-        cur = await conn.execute(self._sql["insert_jobs"], spec_columns(specs, now))
-        inserted = {row["id"] for row in await cur.fetchall()}
+        cur = await conn.execute(self._sql["insert_jobs"], {"rows": spec_rows(specs), "now": now})
+        # In pipeline mode the statement is on its way: the jobs are made while the server
+        # inserts them, as if every id were new (an id's first spec inserts it).
         jobs: dict[str, Job] = {}
         for spec in specs:
-            if spec.id in inserted and spec.id not in jobs:  # an id's first spec inserts it
+            if spec.id not in jobs:
                 jobs[spec.id] = new_job(spec, now)
-        return jobs
+        inserted = [row["id"] for row in await cur.fetchall()]
+        if len(inserted) == len(jobs):
+            return jobs
+        return {job_id: jobs[job_id] for job_id in inserted}
 
     async def get(self, job_id: str) -> Job | None:
         async def select(conn: Conn) -> Job | None:
@@ -940,6 +1077,24 @@ def _application_name(url: str, purpose: str) -> dict[str, str]:
     if named or os.environ.get("PGAPPNAME"):
         return {}
     return {"application_name": f"jobdeck:{purpose}:{os.getpid()}"}
+
+
+class _Submit:
+    """A one-job enqueue waiting for its group: the spec, and the future of its answer."""
+
+    __slots__ = ("future", "replace_terminal", "spec")
+
+    def __init__(
+        self, spec: JobSpec, replace_terminal: bool, future: asyncio.Future[Enqueued]
+    ) -> None:
+        self.spec = spec
+        self.replace_terminal = replace_terminal
+        self.future = future
+
+
+class _GroupRaced(Exception):
+    """A group's transaction met a concurrent insert of one of its ids: undone, and its
+    enqueues are written alone."""
 
 
 class _Notices:

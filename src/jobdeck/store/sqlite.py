@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
@@ -32,7 +33,7 @@ from jobdeck.errors import (
     SchemaTooNew,
     StoreUnavailable,
 )
-from jobdeck.model import MICROS, Job, JobSpec, OutcomeKind, Status, now_us
+from jobdeck.model import MICROS, Job, JobSpec, Outcome, OutcomeKind, Status, now_us
 from jobdeck.settings import Settings
 from jobdeck.store.base import (
     CancelEffect,
@@ -57,6 +58,7 @@ from jobdeck.store.rows import (
     dumps,
     encode_cursor,
     job_from_row,
+    job_from_values,
     labels_by_key,
     logs_by_job,
     new_job,
@@ -350,6 +352,11 @@ class SQLiteStore:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             log.warning("sqlite journal mode is %s, not wal", mode)
+        # Every write runs in a savepoint, whose journal (the pages as they were before it)
+        # spills to a temporary file past 64 KiB otherwise: a file created, written and
+        # deleted per transaction. In memory it lasts until the savepoint is released;
+        # the readers keep the default.
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
     async def close(self) -> None:
@@ -473,7 +480,6 @@ class SQLiteStore:
         self, specs: Sequence[JobSpec], *, replace_terminal: bool = False
     ) -> list[Enqueued]:
         def insert(conn: sqlite3.Connection) -> list[Enqueued]:
-            now = now_us()
             existing = _jobs_by_id(conn, [spec.id for spec in specs])
             answers, replaced = resolve_batch(specs, existing, replace_terminal)
             if replaced:
@@ -482,6 +488,7 @@ class SQLiteStore:
                     (dumps(replaced),),
                 )
             new_specs = [specs[i] for i, answer in enumerate(answers) if answer == i]
+            now = now_us()  # created_at: the insert itself, after the lookups
             conn.executemany(Q["insert_jobs"], [spec_values(spec, now) for spec in new_specs])
             new_jobs = {spec.id: new_job(spec, now) for spec in new_specs}
             return batch_entries(specs, answers, new_jobs)
@@ -662,7 +669,7 @@ class SQLiteStore:
             }
             args.update({f"q{i}": q for i, q in enumerate(queues)})
             args.update({f"k{i}": k for i, k in enumerate(kinds)})
-            jobs = [job_from_row(r) for r in conn.execute(sql, args)]
+            jobs = [job_from_values(r) for r in _plain_cursor(conn).execute(sql, args)]
             if seen:
                 conn.execute(Q["seen_worker"], (worker, now, now))
             # The claim comes first: a run queued again by this batch is not taken back at
@@ -765,6 +772,13 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
+def _plain_cursor(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor of ``conn`` whose rows are plain tuples (cheaper than ``sqlite3.Row``)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor
+
+
 def _jobs_by_id(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, Job]:
     """The jobs that have some of these ids, by id."""
     return {
@@ -815,59 +829,87 @@ def _record(
         if cursor.rowcount:
             changed.append(p.job_id)
     _append_logs(conn, batch, max_log_lines)
-    for outcome in batch.outcomes:
-        if outcome.kind is OutcomeKind.HANDED_BACK:
-            row = conn.execute(
-                Q["hand_back"],
-                {
-                    "id": outcome.job_id,
-                    "worker": batch.worker,
-                    "now": now,
-                    "attempt": outcome.attempt,
-                },
-            ).fetchone()
-        else:
-            error = outcome.error
-            row = conn.execute(
-                Q["finish"],
-                {
-                    "id": outcome.job_id,
-                    "worker": batch.worker,
-                    "kind": outcome.kind.value,
-                    "result": dumps(outcome.result)
-                    if outcome.kind is OutcomeKind.SUCCEEDED
-                    else None,
-                    "error": dumps(error.to_dict()) if error else None,
-                    "error_type": error.type if error else None,
-                    "error_message": error.message if error else None,
-                    "retry_at": outcome.retry_at,
-                    "finished_at": outcome.finished_at or now,
-                    "now": now,
-                    "attempt": outcome.attempt,
-                    **_progress_values(last.get(outcome.job_id)),
-                },
-            ).fetchone()
-        if row is not None:
-            changed.append(row["id"])
-            requeued = requeued or row["status"] == "queued"
+    for outcomes in _rounds(batch.outcomes):
+        rows: list[Any] = []
+        finishing: list[Any] = []
+        for outcome in outcomes:
+            if outcome.kind is OutcomeKind.HANDED_BACK:
+                rows.append(
+                    conn.execute(
+                        Q["hand_back"],
+                        {
+                            "id": outcome.job_id,
+                            "worker": batch.worker,
+                            "now": now,
+                            "attempt": outcome.attempt,
+                        },
+                    ).fetchone()
+                )
+            else:
+                finishing.append(outcome)
+        for start in range(0, len(finishing), FINISH_CHUNK):
+            chunk = finishing[start : start + FINISH_CHUNK]
+            values: list[Any] = [batch.worker, now]
+            for outcome in chunk:
+                values += _finish_values(outcome, last.get(outcome.job_id), now)
+            rows += conn.execute(_finish_sql(len(chunk)), values).fetchall()
+        for row in rows:
+            if row is not None:
+                changed.append(row[0])
+                requeued = requeued or row[1] == "queued"
     return changed, requeued
 
 
-def _progress_values(update: ProgressUpdate | None) -> dict[str, Any]:
-    """The progress parameters of the finish statement."""
+#: At most this many outcomes per finish statement (13 parameters each, under SQLite's 32766).
+FINISH_CHUNK = 500
+
+
+def _rounds(outcomes: Sequence[Outcome]) -> list[list[Outcome]]:
+    """``outcomes`` in rounds that name each job at most once, in order: a job's second
+    outcome in a batch goes to the second round, and so on. Run one after the other, they
+    have the effect of the outcomes run one by one (the first that applies wins)."""
+    if len({outcome.job_id for outcome in outcomes}) == len(outcomes):
+        return [list(outcomes)] if outcomes else []
+    rounds: list[list[Outcome]] = []
+    seen: dict[str, int] = {}
+    for outcome in outcomes:
+        index = seen.get(outcome.job_id, 0)
+        seen[outcome.job_id] = index + 1
+        if index == len(rounds):
+            rounds.append([])
+        rounds[index].append(outcome)
+    return rounds
+
+
+@functools.lru_cache(maxsize=64)
+def _finish_sql(count: int) -> str:
+    """The finish statement for ``count`` outcomes."""
+    row = "(" + ", ".join("?" * 13) + ")"
+    return Q["finish"].format(outcomes=", ".join([row] * count))
+
+
+def _finish_values(outcome: Outcome, update: ProgressUpdate | None, now: int) -> tuple[Any, ...]:
+    """One outcome's row of the finish statement (the columns of its ``o``)."""
+    error = outcome.error
+    return (
+        outcome.job_id,
+        outcome.kind.value,
+        dumps(outcome.result) if outcome.kind is OutcomeKind.SUCCEEDED else None,
+        dumps(error.to_dict()) if error else None,
+        error.type if error else None,
+        error.message if error else None,
+        outcome.retry_at,
+        outcome.finished_at or now,
+        outcome.attempt,
+        *_progress_values(update),
+    )
+
+
+def _progress_values(update: ProgressUpdate | None) -> tuple[Any, ...]:
+    """The progress columns of a finish row: progress (0 or 1), current, total, message."""
     if update is None:
-        return {
-            "progress": 0,
-            "progress_current": None,
-            "progress_total": None,
-            "progress_message": None,
-        }
-    return {
-        "progress": 1,
-        "progress_current": update.current,
-        "progress_total": update.total,
-        "progress_message": update.message,
-    }
+        return (0, None, None, None)
+    return (1, update.current, update.total, update.message)
 
 
 def _append_logs(conn: sqlite3.Connection, batch: WorkerBatch, max_lines: int) -> None:

@@ -12,18 +12,19 @@ SELECT {columns} FROM {s}.jobs WHERE id = %s
 SELECT {columns} FROM {s}.jobs WHERE id = ANY(%s)
 
 -- name: insert_jobs
--- Insert a batch of new queued jobs in one statement, from one array per column (params and
--- labels as JSON text; the arrays travel in binary, several times cheaper to send than
--- quoted text); existing ids, and repeats of an id within the batch, are left alone (the
--- caller compares specs). Only the ids inserted come back, in no particular order.
+-- Insert a batch of new queued jobs in one statement, from one JSON document holding a list
+-- of rows [id, kind, params, queue, priority, max_attempts, timeout, run_at, labels] (timeout
+-- as the text of a float, run_at null for now; see rows.spec_rows): one parameter, encoded
+-- by one call on the client, cheaper there than an array per column. Existing ids, and
+-- repeats of an id within the batch, are left alone (the caller compares specs); rows go
+-- in the document's order, so an id's first row inserts it. Only the ids inserted come
+-- back, in no particular order.
 INSERT INTO {s}.jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
                       created_at, updated_at, labels)
-SELECT n.id, n.kind, n.params::jsonb, n.queue, n.priority, 'queued', n.max_attempts, n.timeout,
-       n.run_at, %(now)s::bigint, %(now)s::bigint, n.labels::jsonb
-FROM unnest(%(ids)b::text[], %(kinds)b::text[], %(params)b::text[], %(queues)b::text[],
-            %(priorities)b::integer[], %(max_attempts)b::integer[],
-            %(timeouts)b::double precision[], %(run_ats)b::bigint[], %(labels)b::text[])
-     AS n(id, kind, params, queue, priority, max_attempts, timeout, run_at, labels)
+SELECT r->>0, r->>1, r->2, r->>3, (r->>4)::integer, 'queued', (r->>5)::integer,
+       (r->>6)::double precision, coalesce((r->>7)::bigint, %(now)s::bigint),
+       %(now)s::bigint, %(now)s::bigint, r->8
+FROM jsonb_array_elements(%(rows)s::jsonb) AS r
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 

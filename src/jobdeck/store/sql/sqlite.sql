@@ -21,10 +21,11 @@ VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
 
 -- name: claim
 -- Lease up to :limit runnable jobs of the worker's queues and kinds, priority first,
--- then oldest run_at; attempt + 1, progress starts again.
+-- then oldest run_at; attempt + 1, progress starts again. A queued job's finished_at is
+-- always NULL already: not set here, so that the jobs_finished index is left alone.
 UPDATE jobs
 SET status = 'running', worker = :worker, attempt = attempt + 1, started_at = :now,
-    finished_at = NULL, lease_expires_at = :lease, updated_at = :now, version = version + 1,
+    lease_expires_at = :lease, updated_at = :now, version = version + 1,
     progress_current = 0, progress_total = NULL, progress_message = NULL
 WHERE id IN (
     SELECT id FROM jobs
@@ -60,34 +61,46 @@ SET progress_current = ?, progress_total = ?, progress_message = ?, updated_at =
 WHERE id = ? AND worker = ? AND status = 'running'
 
 -- name: finish
--- A finished run, from the worker that holds the job, for the attempt it ran. A cancel
--- request beats every other ending; a failure is queued again (at retry_at) while attempts
--- remain and the worker gave a retry time. With :progress, the run's last progress too (one
--- statement instead of save_progress and finish).
+-- Finished runs, from the worker that holds the jobs, each for the attempt it ran: one
+-- statement for a batch of outcomes (at most one per job). Positional marks: the worker and
+-- now, then {outcomes}, one "(?, ...)" row of thirteen marks per outcome, in the columns of o.
+-- A cancel request beats every other ending; a failure is queued again (at retry_at) while
+-- attempts remain and the worker gave a retry time. With o.progress, the run's last progress
+-- too (one statement instead of save_progress and finish).
+WITH p (worker, now) AS (VALUES (?, ?)),
+o (id, kind, result, error, error_type, error_message, retry_at, finished_at, attempt,
+   progress, progress_current, progress_total, progress_message) AS (VALUES {outcomes})
 UPDATE jobs
 SET status = CASE
-        WHEN cancel_requested THEN 'cancelled'
-        WHEN :kind = 'succeeded' THEN 'succeeded'
-        WHEN :kind = 'cancelled' THEN 'cancelled'
-        WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts THEN 'queued'
+        WHEN jobs.cancel_requested THEN 'cancelled'
+        WHEN o.kind = 'succeeded' THEN 'succeeded'
+        WHEN o.kind = 'cancelled' THEN 'cancelled'
+        WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL AND jobs.attempt < jobs.max_attempts
+            THEN 'queued'
         ELSE 'failed' END,
-    result = CASE WHEN :kind = 'succeeded' AND NOT cancel_requested THEN :result END,
-    error = CASE WHEN :kind = 'failed' THEN :error ELSE error END,
-    attempt_errors = CASE WHEN :kind = 'failed'
-        THEN json_insert(attempt_errors, '$[#]', json_object(
-            'attempt', attempt, 'type', :error_type, 'message', :error_message, 'at', :now))
-        ELSE attempt_errors END,
-    run_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
-                  AND NOT cancel_requested THEN :retry_at ELSE run_at END,
-    finished_at = CASE WHEN :kind = 'failed' AND :retry_at IS NOT NULL AND attempt < max_attempts
-                       AND NOT cancel_requested THEN NULL ELSE :finished_at END,
-    progress_current = CASE WHEN :progress THEN :progress_current ELSE progress_current END,
-    progress_total = CASE WHEN :progress THEN :progress_total ELSE progress_total END,
-    progress_message = CASE WHEN :progress THEN :progress_message ELSE progress_message END,
-    lease_expires_at = NULL, updated_at = :now,
-    version = version + 1
-WHERE id = :id AND worker = :worker AND status = 'running'
-      AND (:attempt IS NULL OR attempt = :attempt)
+    result = CASE WHEN o.kind = 'succeeded' AND NOT jobs.cancel_requested THEN o.result END,
+    error = CASE WHEN o.kind = 'failed' THEN o.error ELSE jobs.error END,
+    attempt_errors = CASE WHEN o.kind = 'failed'
+        THEN json_insert(jobs.attempt_errors, '$[#]', json_object(
+            'attempt', jobs.attempt, 'type', o.error_type, 'message', o.error_message,
+            'at', p.now))
+        ELSE jobs.attempt_errors END,
+    run_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
+                  AND jobs.attempt < jobs.max_attempts AND NOT jobs.cancel_requested
+             THEN o.retry_at ELSE jobs.run_at END,
+    finished_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
+                       AND jobs.attempt < jobs.max_attempts AND NOT jobs.cancel_requested
+                  THEN NULL ELSE o.finished_at END,
+    progress_current = CASE WHEN o.progress THEN o.progress_current
+                            ELSE jobs.progress_current END,
+    progress_total = CASE WHEN o.progress THEN o.progress_total ELSE jobs.progress_total END,
+    progress_message = CASE WHEN o.progress THEN o.progress_message
+                            ELSE jobs.progress_message END,
+    lease_expires_at = NULL, updated_at = p.now,
+    version = jobs.version + 1
+FROM p, o
+WHERE jobs.id = o.id AND jobs.worker = p.worker AND jobs.status = 'running'
+      AND (o.attempt IS NULL OR jobs.attempt = o.attempt)
 RETURNING id, status
 
 -- name: hand_back
