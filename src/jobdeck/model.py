@@ -98,6 +98,9 @@ def parse_time(text: str) -> int:
 # --- ids ------------------------------------------------------------------------------
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Two characters per 10 bits: 13 lookups make an id instead of 26.
+_CROCKFORD_PAIRS = [first + second for first in _CROCKFORD for second in _CROCKFORD]
+_PAIR_SHIFTS = range(120, -1, -10)
 _id_lock = threading.Lock()
 _last_id: list[int] = [0, 0]
 
@@ -117,7 +120,7 @@ def new_job_id() -> str:
             randomness = int.from_bytes(os.urandom(10), "big")
         _last_id[0], _last_id[1] = millis, randomness
     value = (millis << 80) | randomness
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join([_CROCKFORD_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def is_valid_id(text: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+import time
 from typing import Any
 
 import pytest
@@ -172,6 +173,18 @@ def test_new_job_id_shape() -> None:
     assert len(job_id) == 26
     assert set(job_id) <= CROCKFORD
     assert is_valid_id(job_id)
+
+
+def test_new_job_id_starts_with_its_millisecond() -> None:
+    """The first 10 characters are the creation time in milliseconds, base 32 (ULID)."""
+    before = time.time_ns() // 1_000_000
+    job_id = new_job_id()
+    after = time.time_ns() // 1_000_000
+    digits = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    millis = 0
+    for char in job_id[:10]:
+        millis = millis * 32 + digits.index(char)
+    assert before <= millis <= after
 
 
 def test_new_job_ids_strictly_increase() -> None:
