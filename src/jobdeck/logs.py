@@ -1,86 +1,59 @@
-"""Log output that never makes the event loop wait on a write.
+"""Log output that writes a burst of lines at once.
 
-A worker logs a line or two per job. Written by the thread that logs, each line is a write
-to stderr, and, while the store's writer thread holds the interpreter, a wait to get it
-back. :class:`BackgroundStreamHandler` formats on the logging thread (records stay as
-they were when logged) and writes from a thread of its own, all the lines waiting at that
-moment in one write.
+A worker logs a line or two per job, many jobs per turn of its event loop. Written one by
+one, each line is a write to stderr. :class:`BatchingStreamHandler` keeps the lines logged on
+an event loop's thread until the loop has run its current callbacks, then writes them in one
+go; lines from other threads go out at once, after any still waiting. No thread of its own:
+one would compete for the interpreter with the store's writer thread, and make pickup slower.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
-import threading
 from typing import TextIO
 
-#: How long closing waits for the lines still queued to be written.
-CLOSE_SECONDS = 5.0
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines of one turn of an event loop together.
 
-class BackgroundStreamHandler(logging.Handler):
-    """A stream handler whose writes happen on a daemon thread, batched.
-
-    Lines are written in the order they were logged. :meth:`flush` returns once every line
-    logged before it is written; :meth:`close` (``logging.shutdown`` calls it at exit)
-    writes what is left and stops the thread. A process killed outright loses only the
-    lines logged in its last moments, not yet written.
+    Lines keep the order they were logged in. :meth:`flush` (``logging.shutdown`` calls it
+    at exit) writes what waits.
     """
 
     def __init__(self, stream: TextIO) -> None:
-        super().__init__()
-        self.stream = stream
-        self._lines: queue.SimpleQueue[str | threading.Event | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._write_lines, name="jobdeck-log", daemon=True)
-        self._thread.start()
+        super().__init__(stream)
+        self._waiting: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        # Handler.handle holds self.lock around this call.
         try:
-            self._lines.put(self.format(record) + "\n")
+            line = self.format(record) + self.terminator
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._write(line)
+                return
+            if not self._waiting:
+                loop.call_soon(self.flush)
+            self._waiting.append(line)
         except Exception:
             self.handleError(record)
 
     def flush(self) -> None:
-        """Wait until every line logged so far is written (briefly, if the thread is gone)."""
-        if not self._thread.is_alive():
-            return
-        written = threading.Event()
-        self._lines.put(written)
-        written.wait(CLOSE_SECONDS)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._lines.put(None)
-            self._thread.join(CLOSE_SECONDS)
-        super().close()
-
-    def _write_lines(self) -> None:
-        while True:
-            item = self._lines.get()
-            chunk: list[str] = []
-            markers: list[threading.Event] = []
-            stop = False
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    markers.append(item)
-                else:
-                    chunk.append(item)
-                try:
-                    item = self._lines.get_nowait()
-                except queue.Empty:
-                    break
-            if chunk:
-                self._write("".join(chunk))
-            for marker in markers:
-                marker.set()
-            if stop:
-                return
+        """Write the lines waiting, if any."""
+        self.acquire()
+        try:
+            self._write("")
+        except Exception:  # a closed or broken stream: there is nowhere to tell it
+            self._waiting.clear()
+        finally:
+            self.release()
 
     def _write(self, text: str) -> None:
-        try:
+        if self._waiting:
+            text = "".join(self._waiting) + text
+            self._waiting.clear()
+        if text:
             self.stream.write(text)
             self.stream.flush()
-        except Exception:  # a closed or broken stream: nothing to tell it to
-            pass
