@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobdeck.aio import cancel_and_wait
@@ -512,28 +512,17 @@ class PostgresStore:
         async def insert(conn: Conn) -> list[Enqueued | JobConflict]:
             now = now_us()
             new_jobs = await self._insert_jobs(conn, specs, now)
-            existing: dict[str, Job] = {}
-            missing = list({spec.id for spec in specs if spec.id not in new_jobs})
-            if missing:
-                cur = await conn.execute(self._sql["select_jobs"], (missing,))
-                existing = {r["id"]: job_from_row(r) for r in await cur.fetchall()}
+            existing = await self._jobs_not_inserted(conn, specs, new_jobs)
             outcomes, replaced, again = resolve_group(
                 specs, [submit.replace_terminal for submit in group], new_jobs, existing, now
             )
-            if replaced:
-                await conn.execute(
-                    f'DELETE FROM "{self.schema}".jobs WHERE id = ANY(%s)', (replaced,)
-                )
+            await self._delete_jobs(conn, replaced)
             if again and len(await self._insert_jobs(conn, again, now)) < len(again):
                 # Inserted by another process meanwhile: written alone, each finds it.
                 raise _GroupRaced("a job of the group was inserted meanwhile")
             return outcomes
 
-        def changes(outcomes: list[Enqueued | JobConflict]) -> tuple[list[str], bool, bool]:
-            created = [o.job.id for o in outcomes if isinstance(o, Enqueued) and o.created]
-            return created, bool(created), False
-
-        return await self._write(insert, changes, pipeline=True, shared_notify=True)
+        return await self._write(insert, _created, pipeline=True, shared_notify=True)
 
     async def _enqueue_alone(
         self, specs: Sequence[JobSpec], replace_terminal: bool
@@ -543,16 +532,9 @@ class PostgresStore:
         async def insert(conn: Conn) -> list[Enqueued]:
             now = now_us()
             new_jobs = await self._insert_jobs(conn, specs, now)
-            existing: dict[str, Job] = {}
-            if len(new_jobs) < len(specs):
-                missing = [spec.id for spec in specs if spec.id not in new_jobs]
-                cur = await conn.execute(self._sql["select_jobs"], (missing,))
-                existing = {r["id"]: job_from_row(r) for r in await cur.fetchall()}
+            existing = await self._jobs_not_inserted(conn, specs, new_jobs)
             answers, replaced = resolve_batch(specs, existing, replace_terminal)
-            if replaced:
-                await conn.execute(
-                    f'DELETE FROM "{self.schema}".jobs WHERE id = ANY(%s)', (replaced,)
-                )
+            await self._delete_jobs(conn, replaced)
             # Replaced ids, and any id whose job vanished between the insert and the select.
             again = [
                 specs[i]
@@ -563,11 +545,22 @@ class PostgresStore:
                 new_jobs.update(await self._insert_jobs(conn, again, now))
             return batch_entries(specs, answers, new_jobs)
 
-        def changes(entries: list[Enqueued]) -> tuple[list[str], bool, bool]:
-            created = [e.job.id for e in entries if e.created]
-            return created, bool(created), False
+        return await self._write(insert, _created, pipeline=True, shared_notify=True)
 
-        return await self._write(insert, changes, pipeline=True, shared_notify=True)
+    async def _jobs_not_inserted(
+        self, conn: Conn, specs: Sequence[JobSpec], inserted: Mapping[str, Job]
+    ) -> dict[str, Job]:
+        """The stored jobs of the ids of ``specs`` that the insert left alone, by id."""
+        missing = list({spec.id for spec in specs if spec.id not in inserted})
+        if not missing:
+            return {}
+        cur = await conn.execute(self._sql["select_jobs"], (missing,))
+        return {r["id"]: job_from_row(r) for r in await cur.fetchall()}
+
+    async def _delete_jobs(self, conn: Conn, ids: Sequence[str]) -> None:
+        """Delete the jobs of ``ids`` (terminal jobs an enqueue replaces)."""
+        if ids:
+            await conn.execute(f'DELETE FROM "{self.schema}".jobs WHERE id = ANY(%s)', (ids,))
 
     async def _insert_jobs(self, conn: Conn, specs: Sequence[JobSpec], now: int) -> dict[str, Job]:
         """Insert new jobs in one statement; the jobs inserted by id (existing ids and
@@ -1029,6 +1022,14 @@ class PostgresStore:
             await conn.execute(f'DELETE FROM "{self.schema}".workers WHERE id = %s', (worker,))
 
         await self._run(delete, write=True)
+
+
+def _created(
+    outcomes: Sequence[Enqueued | JobConflict],
+) -> tuple[list[str], bool, bool]:
+    """The changes of an enqueue's transaction: the jobs it created (work added when any)."""
+    created = [o.job.id for o in outcomes if isinstance(o, Enqueued) and o.created]
+    return created, bool(created), False
 
 
 def _float_or_none(value: float | None) -> float | None:
