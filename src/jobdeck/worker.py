@@ -7,11 +7,13 @@ Five loops share one asyncio event loop:
   ``JOBDECK_POLL_SECONDS``); the same transaction first writes the runs that finished since
   the last claim, so a busy worker commits once per cycle of "write what ended, take as
   many new jobs". While its recent runs are short (under ``CLAIM_AHEAD_RUN_SECONDS`` on
-  average), the worker claims ahead: once every job claimed ahead has started, it claims
-  its free slots plus ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` jobs more, which wait in the
-  worker and start the moment a slot frees. A commit then carries many jobs, and the next
-  claim's round trip overlaps the last running ones instead of following them. A job that
-  waits longer than ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed back to the queue;
+  average), the worker claims ahead: it holds up to ``CLAIM_AHEAD_FACTOR`` ×
+  ``concurrency`` jobs more than its slots, which wait in the worker and start the moment
+  a slot frees. The next claim goes out once no more than ``CLAIM_AHEAD_REFILL`` of that
+  many still wait, so that its round trip overlaps the runs of the rest: the worker runs
+  jobs while the database writes what ended and picks the next ones, and a commit carries
+  many jobs. A job that waits longer than ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed
+  back to the queue;
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
   jobs whose lease expired elsewhere, purges old finished jobs;
 - *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
@@ -76,8 +78,10 @@ log = logging.getLogger("jobdeck.worker")
 FLUSH_SECONDS = 0.25
 #: Claim ahead of free slots while recent runs take less than this on average.
 CLAIM_AHEAD_RUN_SECONDS = 0.01
-#: Claiming ahead, a claim takes up to this many times ``concurrency`` beyond free slots.
-CLAIM_AHEAD_FACTOR = 4
+#: Claiming ahead, a worker holds up to this many times ``concurrency`` jobs beyond its slots.
+CLAIM_AHEAD_FACTOR = 12
+#: Claiming ahead, the next claim goes out once no more than this share of those wait.
+CLAIM_AHEAD_REFILL = 0.5
 #: A job claimed ahead that found no free slot within this goes back to the queue.
 CLAIM_AHEAD_WAIT_SECONDS = 1.0
 #: Weight of the newest run in the average run time.
@@ -269,17 +273,18 @@ class Worker:
             self._slot_freed.clear()
 
     def _room(self) -> int:
-        """How many jobs to claim now: the free slots; while runs are short, nothing until
-        every job claimed ahead has started, then the free slots and
-        ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` more (the fewer the claims, the fewer the
-        round trips and commits per job)."""
-        free = self.concurrency - len(self.runs)
+        """How many jobs to claim now: enough to hold ``concurrency`` jobs; while runs are
+        short, enough to hold ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` more, claimed ahead
+        (the fewer the claims, the fewer the round trips and commits per job), once no more
+        than ``CLAIM_AHEAD_REFILL`` of that many still wait (nothing before)."""
+        most = self.concurrency
         average = self._run_seconds
-        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
-            return free
-        if self._waiting:
-            return 0
-        return free + CLAIM_AHEAD_FACTOR * self.concurrency
+        if average is not None and average < CLAIM_AHEAD_RUN_SECONDS:
+            ahead = CLAIM_AHEAD_FACTOR * self.concurrency
+            if len(self._waiting) > ahead * CLAIM_AHEAD_REFILL:
+                return 0
+            most += ahead
+        return most - len(self.runs)
 
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one

@@ -14,9 +14,10 @@ import pytest
 from jobdeck import worker as worker_module
 from jobdeck.deck import Deck
 from jobdeck.model import Job, Status
-from jobdeck.store.base import JobFilter
+from jobdeck.store.base import JobFilter, Store
 from jobdeck.tasks import JobContext
 from jobdeck.worker import Worker
+from worker.stores import StoreView
 
 WorkerFactory = Callable[..., Worker]
 WaitFor = Callable[..., Awaitable[Any]]
@@ -231,6 +232,49 @@ async def test_short_runs_are_claimed_ahead_and_never_exceed_concurrency(
     assert gauge.done == 40
     assert gauge.most <= 2
     assert max(held) > 2, "no job was ever claimed ahead of a free slot"
+
+
+class ClaimWatch(StoreView):
+    """Records, at each claim of ``worker``, how many jobs it held and how many it asked."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.worker: Worker | None = None
+        #: (jobs held, limit asked) per claim.
+        self.claims: list[tuple[int, int]] = []
+
+    async def claim(
+        self, worker: str, queues: Any, kinds: Any, limit: int, *args: Any, **kwargs: Any
+    ) -> list[Job]:
+        assert self.worker is not None
+        self.claims.append((len(self.worker.runs), limit))
+        return await self._store.claim(worker, queues, kinds, limit, *args, **kwargs)
+
+
+async def test_the_next_claim_goes_out_while_jobs_claimed_ahead_still_wait(
+    deck: Deck, make_worker: WorkerFactory
+) -> None:
+    """Claiming ahead, the worker claims again before the jobs it holds have all started
+    (so that the claim's round trip overlaps their runs), yet never holds more than
+    ``concurrency`` × (1 + CLAIM_AHEAD_FACTOR) jobs nor runs more than ``concurrency``."""
+    gauge = Gauge()
+    watch = ClaimWatch(deck.store)
+    worker = make_worker(deck, concurrency=2, store=watch)
+    watch.worker = worker
+
+    @deck.task
+    async def quick() -> None:
+        gauge.enter()
+        gauge.leave()
+
+    await deck.enqueue_many([deck.build_spec("quick") for _ in range(300)])
+    await worker.run_until_idle(timeout=30)
+
+    assert gauge.done == 300
+    assert gauge.most <= 2
+    most = 2 * (1 + worker_module.CLAIM_AHEAD_FACTOR)
+    assert all(held + limit <= most for held, limit in watch.claims), watch.claims
+    assert max(held for held, _ in watch.claims) > 2, "no claim while jobs claimed ahead waited"
 
 
 async def test_long_runs_are_not_claimed_ahead(deck: Deck, make_worker: WorkerFactory) -> None:
