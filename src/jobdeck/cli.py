@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobdeck.errors import SchemaTooNew
-from jobdeck.logs import BatchingStreamHandler
+from jobdeck.logs import BatchingStreamHandler, LineFormatter
 from jobdeck.retention import PURGE_BATCH
 from jobdeck.settings import Settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -233,7 +231,8 @@ def _configure_logging(*, batched: bool) -> None:
     logging.logMultiprocessing = False
     handler: logging.Handler
     handler = BatchingStreamHandler(sys.stderr) if batched else logging.StreamHandler(sys.stderr)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=[handler])
+    handler.setFormatter(LineFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,7 @@ from jobdeck.errors import (
     StoreUnavailable,
 )
 from jobdeck.isolation import ChildFailed, IsolatedRun
+from jobdeck.logs import log_line
 from jobdeck.model import (
     MICROS,
     Job,
@@ -355,7 +356,9 @@ class Worker:
         run.waiting_since = None
         job = run.job
         if run.context.interrupt_reason is None:
-            log.info(
+            log_line(
+                log,
+                logging.INFO,
                 "job %s kind=%s running (attempt %d/%d) on %s",
                 job.id,
                 job.kind,
@@ -505,7 +508,9 @@ class Worker:
                     "; will retry" if outcome.retry_at else "",
                 )
             else:
-                log.info("job %s kind=%s %s", job.id, job.kind, outcome.kind.value)
+                log_line(
+                    log, logging.INFO, "job %s kind=%s %s", job.id, job.kind, outcome.kind.value
+                )
         else:
             log.warning("job %s kind=%s abandoned: lease lost", run.job.id, run.job.kind)
         del self.runs[run.job.id]
