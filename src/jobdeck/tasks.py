@@ -9,6 +9,7 @@ JSON schema shown on ``GET /v1/kinds``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import threading
@@ -56,7 +57,8 @@ class JobContext:
         self.kind = kind
         self.attempt = attempt
         self._interrupt: type[JobInterrupted] | None = None
-        self._wake = threading.Event()
+        #: Made by the first ``sleep``: most runs never sleep in a thread.
+        self._wake: threading.Event | None = None
         self._progress: tuple[float, float | None, str | None] = (0, None, None)
         self._progress_dirty = False
         self._logs: deque[tuple[int, str, str]] = deque()
@@ -98,6 +100,9 @@ class JobContext:
 
     def sleep(self, seconds: float) -> None:
         """Sleep in a sync task; wakes and raises at once when the run must stop."""
+        if self._wake is None:
+            self._wake = threading.Event()
+        # After the event exists: an interrupt from now on sets it, an earlier one raises.
         self.checkpoint()
         if seconds > 0 and self._wake.wait(seconds):
             self.checkpoint()
@@ -115,7 +120,8 @@ class JobContext:
         if self._interrupt is not None:
             return False
         self._interrupt = reason
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
         return True
 
     @property
@@ -155,8 +161,9 @@ class TaskKind:
     description: str | None = None
     isolation: Isolation = "thread"
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        """Whether the function is a coroutine function (runs on the event loop)."""
         return inspect.iscoroutinefunction(self.function)
 
     def params_schema(self) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -72,6 +71,7 @@ from jobdeck.model import (
 from jobdeck.retention import PURGE_BATCH, purge_cutoff, purge_interval
 from jobdeck.settings import Settings
 from jobdeck.store.base import NewLogLine, ProgressUpdate, Store, WorkerBatch
+from jobdeck.store.rows import dumps
 from jobdeck.tasks import JobContext, TaskKind, TaskRegistry
 
 log = logging.getLogger("jobdeck.worker")
@@ -444,7 +444,7 @@ class Worker:
         if reason is JobTimedOut:  # it returned after all, but too late: a failure
             return self._timed_out(run)
         try:
-            json.dumps(result, allow_nan=False)
+            dumps(result)
         except (TypeError, ValueError) as exc:
             return self._failure(run, TypeError(f"the task's result is not JSON: {exc}"))
         return self._outcome(run, OutcomeKind.SUCCEEDED, result=result)

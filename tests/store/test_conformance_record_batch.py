@@ -6,6 +6,7 @@ come out as it does for a single outcome (``test_conformance_record.py``), side 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 from jobdeck.model import (
@@ -18,7 +19,7 @@ from jobdeck.model import (
     Status,
     now_us,
 )
-from jobdeck.store.base import ProgressUpdate, Store, WorkerBatch
+from jobdeck.store.base import NewLogLine, ProgressUpdate, Store, WorkerBatch
 from store_checks import assert_between, current
 
 JobFactory = Callable[..., Awaitable[Job]]
@@ -145,3 +146,85 @@ async def test_progress_of_several_running_jobs_mixing_ints_and_floats(
 
     assert (await current(store, whole.id)).progress == Progress(3, 10, None)
     assert (await current(store, fraction.id)).progress == Progress(1.5, None, "half way")
+
+
+async def test_ends_keep_every_result_error_and_last_progress_as_written(
+    store: Store, start: JobFactory
+) -> None:
+    """Results of every JSON shape, error text with quotes and line breaks, and last progress
+    numbers including an infinity come out of one batch exactly as the runs reported them."""
+    results = [None, 0, 2.5, 'text with "quotes" and ünïcode', [1, [2, {"a": None}]], {"k": True}]
+    runs = [await start(worker="w1") for _ in results]
+    broken = await start(worker="w1", max_attempts=1)
+    odd = JobError("KeyError", "'x'\nline two \\ \"quoted\"", 'Traceback\n  "here"')
+    progress = [
+        ProgressUpdate(run.id, n, math.inf, f"step {n} «done»") for n, run in enumerate(runs)
+    ]
+
+    await store.record(
+        WorkerBatch(
+            "w1",
+            progress=[*progress, ProgressUpdate(broken.id, -1.5, None, None)],
+            outcomes=[
+                *(
+                    Outcome(run.id, "w1", OutcomeKind.SUCCEEDED, result=result, attempt=1)
+                    for run, result in zip(runs, results, strict=True)
+                ),
+                Outcome(broken.id, "w1", OutcomeKind.FAILED, error=odd, attempt=1),
+            ],
+        ),
+        100,
+    )
+
+    for n, (run, result) in enumerate(zip(runs, results, strict=True)):
+        job = await current(store, run.id)
+        assert job.status is Status.SUCCEEDED
+        assert job.result == result
+        assert job.progress == Progress(n, math.inf, f"step {n} «done»")
+    job = await current(store, broken.id)
+    assert job.status is Status.FAILED
+    assert job.error == odd
+    assert job.progress == Progress(-1.5, None, None)
+
+
+async def test_a_claim_writes_the_batch_it_carries_and_never_takes_back_a_run_it_requeued(
+    store: Store, start: JobFactory, add: JobFactory
+) -> None:
+    """``claim(done=batch)``: the batch's runs end as ``record`` would end them, the claim
+    takes the queued jobs, a run the batch queues again (retried, handed back) waits for the
+    next claim, and the batch is marked recorded; with log lines or a hand-back in the batch
+    as without."""
+    for extra in ("nothing", "log lines", "hand-back"):
+        queue = f"q-carry-{extra.replace(' ', '-')}"
+        succeeded = await start(worker="w1", queue=queue)
+        retried = await start(worker="w1", queue=queue, max_attempts=3)
+        handed = await start(worker="w1", queue=queue)
+        waiting = [await add(queue=queue) for _ in range(2)]
+        outcomes = [
+            Outcome(succeeded.id, "w1", OutcomeKind.SUCCEEDED, result={"n": 1}, attempt=1),
+            Outcome(retried.id, "w1", OutcomeKind.FAILED, error=BOOM, retry_at=now_us(), attempt=1),
+        ]
+        logs = []
+        if extra == "hand-back":
+            outcomes.append(Outcome(handed.id, "w1", OutcomeKind.HANDED_BACK, attempt=1))
+        if extra == "log lines":
+            logs.append(NewLogLine(succeeded.id, now_us(), "info", "last words"))
+        batch = WorkerBatch(
+            "w1",
+            progress=[ProgressUpdate(succeeded.id, 1, 1, "done")],
+            logs=logs,
+            outcomes=outcomes,
+        )
+
+        claimed = await store.claim("w1", [queue], ["steps"], 10, LONG_LEASE, done=batch)
+
+        assert batch.recorded, extra
+        assert {j.id for j in claimed} == {j.id for j in waiting}, extra
+        assert all(j.status is Status.RUNNING and j.worker == "w1" for j in claimed)
+        done = await current(store, succeeded.id)
+        assert done.status is Status.SUCCEEDED and done.result == {"n": 1}, extra
+        assert done.progress == Progress(1, 1, "done")
+        assert (await current(store, retried.id)).status is Status.QUEUED, extra
+        again = await store.claim("w2", [queue], ["steps"], 10, LONG_LEASE)
+        back = {retried.id: 2} | ({handed.id: 1} if extra == "hand-back" else {})
+        assert {j.id: j.attempt for j in again} == back, extra

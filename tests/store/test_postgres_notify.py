@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from backends import Database
-from jobdeck.model import JobSpec, new_job_id
+from jobdeck.model import JobError, JobSpec, Outcome, OutcomeKind, new_job_id, now_us
 from jobdeck.settings import Settings
 from jobdeck.store import open_store
-from jobdeck.store.base import Store
+from jobdeck.store.base import Store, WorkerBatch
 from jobdeck.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.parametrize("fresh_database", ["postgres"], indirect=True)
@@ -81,6 +81,44 @@ async def test_every_write_notifies_once_naming_its_jobs(
     assert sorted(claim_ids.split(",")) == sorted(s.id for s in specs)
     cancel_flags, _, cancel_ids = heard[1].partition("|")
     assert "c" in cancel_flags and cancel_ids == claimed[0].id
+
+
+async def test_a_claim_carrying_finished_runs_is_one_notification_naming_all(
+    database: Database, store: Store, make_spec: Callable[..., JobSpec]
+) -> None:
+    """A claim that writes a batch of ended runs notifies once: the ended jobs and the
+    claimed ones named, flagged as work when a run was queued again."""
+    assert isinstance(store, PostgresStore)
+    await store.enqueue([make_spec() for _ in range(2)])
+    ended, retried = await store.claim("w1", ["default"], ["steps"], 2, 30)
+    waiting = [make_spec() for _ in range(2)]
+    await store.enqueue(waiting)
+    batch = WorkerBatch(
+        "w1",
+        outcomes=[
+            Outcome(ended.id, "w1", OutcomeKind.SUCCEEDED, attempt=1),
+            Outcome(
+                retried.id,
+                "w1",
+                OutcomeKind.FAILED,
+                error=JobError("ValueError", "boom"),
+                retry_at=now_us(),
+                attempt=1,
+            ),
+        ],
+    )
+    async with await psycopg.AsyncConnection.connect(
+        database.database_url, autocommit=True
+    ) as listener:
+        await listener.execute(f'LISTEN "{store.channel}"')
+        claimed = await store.claim("w1", ["default"], ["steps"], 5, 30, done=batch)
+        heard = await notifications_until_marker(listener, store.channel)
+
+    assert {j.id for j in claimed} == {s.id for s in waiting}
+    assert len(heard) == 1
+    flags, _, ids = heard[0].partition("|")
+    assert flags == "w"
+    assert sorted(ids.split(",")) == sorted([ended.id, retried.id, *(s.id for s in waiting)])
 
 
 async def test_enqueues_at_once_share_notifications_sent_before_they_return(

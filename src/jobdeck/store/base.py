@@ -103,6 +103,18 @@ class WorkerBatch:
     def __bool__(self) -> bool:
         return bool(self.progress or self.logs or self.outcomes)
 
+    def only_finishes(self) -> bool:
+        """Whether the batch holds only runs that ended (handed back excepted) and their
+        last progress: no log lines, no progress of a run that goes on, no hand-back."""
+        if self.logs:
+            return False
+        ending: set[str] = set()
+        for outcome in self.outcomes:
+            if outcome.kind is OutcomeKind.HANDED_BACK:
+                return False
+            ending.add(outcome.job_id)
+        return all(update.job_id in ending for update in self.progress)
+
     def split_progress(self) -> tuple[list[ProgressUpdate], dict[str, ProgressUpdate]]:
         """The progress updates to write on their own, and the last update of each run that
         ends in this batch (handed back excepted), which a store writes with its end."""

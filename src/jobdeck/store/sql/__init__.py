@@ -1,7 +1,8 @@
 """The SQL of the store adapters: one file per dialect of named, described statements.
 
 A statement starts at a line ``-- name: <name>``; the comment lines after it describe it.
-Both dialects use the same names for the same operations.
+Both dialects use the same names for the same operations. A statement named ``part_<x>`` is
+a piece of others, which name it as ``{part_<x>}``; it is not a statement of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 NAME_MARK = "-- name:"
+PART_PREFIX = "part_"
 
 
 @cache
@@ -35,6 +37,12 @@ class _KeepMissing(dict[str, Any]):
 def load_queries(dialect: str, **values: Any) -> dict[str, str]:
     """The statements of ``dialect`` with the given placeholders filled in; placeholders
     not given stay as they are, for the adapter to fill at run time."""
-    fill = _KeepMissing(values)
+    statements = _statements(dialect)
     formatter = string.Formatter()
-    return {name: formatter.vformat(text, (), fill) for name, text in _statements(dialect).items()}
+    parts = _KeepMissing({n: t for n, t in statements.items() if n.startswith(PART_PREFIX)})
+    fill = _KeepMissing(values)
+    return {
+        name: formatter.vformat(formatter.vformat(text, (), parts), (), fill)
+        for name, text in statements.items()
+        if not name.startswith(PART_PREFIX)
+    }

@@ -29,23 +29,33 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 
 -- name: claim
--- Lease up to :limit runnable jobs of the worker's queues and kinds, priority first,
--- then oldest run_at; attempt + 1, progress starts again. Each queue is read on its own
+-- Lease up to :limit runnable jobs of the worker's queues and kinds (see part_picked and
+-- part_claimed).
+WITH picked AS (
+    {part_picked}
+)
+{part_claimed}
+
+-- name: part_picked
+-- Part of claim and cycle: the ids of up to :limit runnable jobs of the worker's queues and
+-- kinds, locked, priority first, then oldest run_at. Each queue is read on its own
 -- (LATERAL), so that the jobs_claim index gives the order: with `queue = ANY(...)` the
 -- planner reads and sorts every queued job of the queues instead.
-WITH picked AS (
-    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name),
-    LATERAL (
-        SELECT id, priority, run_at FROM {s}.jobs
-        WHERE status = 'queued' AND queue = q.name AND kind = ANY(%(kinds)s)
-              AND run_at <= %(now)s
-        ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.priority DESC, c.run_at, c.id
+SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name),
+LATERAL (
+    SELECT id, priority, run_at FROM {s}.jobs
+    WHERE status = 'queued' AND queue = q.name AND kind = ANY(%(kinds)s)
+          AND run_at <= %(now)s
+    ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
-)
+    FOR UPDATE SKIP LOCKED
+) AS c
+ORDER BY c.priority DESC, c.run_at, c.id
+LIMIT %(limit)s
+
+-- name: part_claimed
+-- Part of claim and cycle: lease the jobs `picked` to the worker; attempt + 1, progress
+-- starts again.
 UPDATE {s}.jobs AS j
 SET status = 'running', worker = %(worker)s, attempt = attempt + 1, started_at = %(now)s,
     finished_at = NULL, lease_expires_at = %(lease)s, updated_at = %(now)s,
@@ -86,19 +96,28 @@ WHERE j.id = p.id AND j.worker = %(worker)s AND j.status = 'running'
 RETURNING j.id
 
 -- name: finish
--- Finished runs, one row per run in parallel arrays, from the worker that holds the jobs,
--- for the attempt each ran: one statement for a whole batch. A cancel request beats every
--- other ending; a failure is queued again (at retry_at) while attempts remain and the
--- worker gave a retry time. Where has_progress, the run's last progress too (one statement
--- instead of save_progress and finish).
+-- Finished runs, from the worker that holds the jobs, for the attempt each ran: one
+-- statement for a whole batch (see part_outcomes and part_finished).
 WITH o AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(kinds)s::text[], %(retry_ats)s::bigint[],
-                         %(errors)s::text[], %(results)s::text[], %(finished_ats)s::bigint[],
-                         %(attempts)s::int[], %(has_progress)s::bool[],
-                         %(currents)s::float8[], %(totals)s::float8[], %(messages)s::text[])
-        AS o(id, kind, retry_at, error, result, finished_at, attempt, has_progress,
-             current, total, message)
+    {part_outcomes}
 )
+{part_finished}
+
+-- name: part_outcomes
+-- Part of finish and cycle: the finished runs of a batch from one JSON document (see
+-- finish_rows in the adapter), one row per run.
+SELECT r->>0 AS id, r->>1 AS kind, (r->>2)::bigint AS retry_at,
+       nullif(r->3, 'null'::jsonb) AS error, r->4 AS result,
+       (r->>5)::bigint AS finished_at, (r->>6)::int AS attempt,
+       (r->>7)::boolean AS has_progress, (r->>8)::float8 AS current,
+       (r->>9)::float8 AS total, r->>10 AS message
+FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+
+-- name: part_finished
+-- Part of finish and cycle: end the runs `o` of jobs the worker holds, for the attempt each
+-- ran. A cancel request beats every other ending; a failure is queued again (at retry_at)
+-- while attempts remain and the worker gave a retry time. Where has_progress, the run's
+-- last progress too (one statement instead of save_progress and finish).
 UPDATE {s}.jobs AS j
 SET status = CASE
         WHEN j.cancel_requested THEN 'cancelled'
@@ -107,13 +126,12 @@ SET status = CASE
         WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL AND j.attempt < j.max_attempts
             THEN 'queued'
         ELSE 'failed' END,
-    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested
-                  THEN o.result::jsonb END,
-    error = CASE WHEN o.kind = 'failed' THEN o.error::jsonb ELSE j.error END,
+    result = CASE WHEN o.kind = 'succeeded' AND NOT j.cancel_requested THEN o.result END,
+    error = CASE WHEN o.kind = 'failed' THEN o.error ELSE j.error END,
     attempt_errors = CASE WHEN o.kind = 'failed'
         THEN j.attempt_errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'type', o.error::jsonb->>'type',
-            'message', o.error::jsonb->>'message', 'at', %(now)s::bigint))
+            'attempt', j.attempt, 'type', o.error->>'type',
+            'message', o.error->>'message', 'at', %(now)s::bigint))
         ELSE j.attempt_errors END,
     run_at = CASE WHEN o.kind = 'failed' AND o.retry_at IS NOT NULL
                        AND j.attempt < j.max_attempts AND NOT j.cancel_requested
@@ -129,6 +147,49 @@ FROM o
 WHERE j.id = o.id AND j.worker = %(worker)s AND j.status = 'running'
       AND (o.attempt IS NULL OR j.attempt = o.attempt)
 RETURNING j.id, j.status
+
+-- name: cycle
+-- One cycle of a busy worker as one statement, committed on its own (no BEGIN, no COMMIT:
+-- one round trip): finish the runs of %(rows)s (as finish), claim up to :limit jobs (as
+-- claim), mark the worker alive when %(seen)s, and notify %(channel)s of every job changed
+-- (the payload as the adapter's _payload makes it, the ids `*` past %(max_ids)s bytes).
+-- Every part sees the snapshot the statement started with: a run the finish queues again
+-- stays queued (visible to cancels, to other workers) until a later claim. One row per job
+-- claimed (its columns after three others), or one with the job's columns NULL when none;
+-- each carries the ids the finish changed and whether it queued one again.
+WITH o AS (
+    {part_outcomes}
+),
+done AS (
+    {part_finished}
+),
+picked AS (
+    {part_picked}
+),
+claimed AS (
+    {part_claimed}
+),
+seen AS (
+    INSERT INTO {s}.workers (id, started_at, last_seen)
+    SELECT %(worker)s, %(now)s, %(now)s WHERE %(seen)s
+    ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
+),
+summary AS MATERIALIZED (
+    SELECT d.finished, d.requeued,
+           array_to_string(d.finished || (SELECT array_agg(id) FROM claimed), ',') AS ids
+    FROM (SELECT coalesce(array_agg(id), ARRAY[]::text[]) AS finished,
+                 coalesce(bool_or(status = 'queued'), false) AS requeued
+          FROM done) AS d
+),
+notified AS MATERIALIZED (
+    SELECT s.*, CASE WHEN s.ids <> '' OR s.requeued THEN pg_notify(
+        %(channel)s,
+        CASE WHEN s.requeued THEN 'w' ELSE '' END || '|'
+        || CASE WHEN octet_length(s.ids) > %(max_ids)s THEN '*' ELSE s.ids END) END
+    FROM summary AS s
+)
+SELECT n.finished, n.requeued, c.*
+FROM notified AS n LEFT JOIN claimed AS c ON true
 
 -- name: hand_back
 -- A run handed back at shutdown: queued again with its attempt given back (or cancelled,
