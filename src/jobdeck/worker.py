@@ -9,11 +9,12 @@ Five loops share one asyncio event loop:
   many new jobs". While its recent runs are short (under ``CLAIM_AHEAD_RUN_SECONDS`` on
   average), the worker claims ahead: it holds up to ``CLAIM_AHEAD_FACTOR`` ×
   ``concurrency`` jobs more than its slots, which wait in the worker and start the moment
-  a slot frees. The next claim goes out once no more than ``CLAIM_AHEAD_REFILL`` of that
-  many still wait, so that its round trip overlaps the runs of the rest: the worker runs
-  jobs while the database writes what ended and picks the next ones, and a commit carries
-  many jobs. A job that waits longer than ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed
-  back to the queue;
+  a slot frees. A claim goes out as soon as it can take ``CLAIM_AHEAD_BATCH`` of that
+  many, and up to ``CLAIMS_AT_ONCE`` claims are under way at once, each in a transaction
+  of its own: the worker runs jobs while the database writes what ended and picks the
+  next ones, a commit carries many jobs, and the database works on two claims at once. A
+  job that waits longer than ``CLAIM_AHEAD_WAIT_SECONDS`` for a slot is handed back to
+  the queue;
 - *lease*: renews the leases of running jobs every third of ``JOBDECK_LEASE_SECONDS``, rescues
   jobs whose lease expired elsewhere, purges old finished jobs;
 - *fence*: a run whose lease was not renewed for 0.8 of its length is stopped by the worker
@@ -81,8 +82,10 @@ FLUSH_SECONDS = 0.25
 CLAIM_AHEAD_RUN_SECONDS = 0.01
 #: Claiming ahead, a worker holds up to this many times ``concurrency`` jobs beyond its slots.
 CLAIM_AHEAD_FACTOR = 12
-#: Claiming ahead, the next claim goes out once no more than this share of those wait.
-CLAIM_AHEAD_REFILL = 0.5
+#: Claiming ahead, a claim goes out once it can take this share of those (and at most twice).
+CLAIM_AHEAD_BATCH = 0.25
+#: Claiming ahead, claims under way at once, each in a transaction of its own.
+CLAIMS_AT_ONCE = 2
 #: A job claimed ahead that found no free slot within this goes back to the queue.
 CLAIM_AHEAD_WAIT_SECONDS = 1.0
 #: Weight of the newest run in the average run time.
@@ -154,6 +157,11 @@ class Worker:
         #: Write the pending batch now rather than at the next tick or claim.
         self._flush_now = Flag()
         self._claiming = False
+        #: Jobs that the claims under way asked for.
+        self._asked = 0
+        #: The last claim took fewer jobs than it asked for.
+        self._short_claim = False
+        self._claim_ended = Flag()
         self._stopping = Flag()
         self._loops: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
@@ -253,69 +261,114 @@ class Worker:
     async def _claim_batches(self) -> None:
         hub = self.store.hub
         kinds = self.registry.names()
-        while not self._stopping.is_set():
-            room = self._room()
-            if room > 0:
-                hub.work_available.clear()
-                # The leases the claim grants start no earlier than this: the fence counts
-                # from here, not from the answer, which may come late.
-                asked_at = time.monotonic()
-                jobs = await self._claim(kinds, room)
-                for job in jobs:
-                    self._launch(job, asked_at)
-                if not jobs and not self.runs:
-                    self._empty_claims += 1
-                if len(jobs) == room:
-                    continue  # there may be more: claim again as soon as there is room
-                idle = await self._idle_seconds(kinds)
-                await wait_any(hub.work_available, self._slot_freed, timeout=idle)
-            else:
-                await wait_any(self._slot_freed, timeout=self._safety_poll_seconds)
-            self._slot_freed.clear()
+        claims: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                claims -= _ended(claims)
+                room = self._room()
+                if room > 0 and not self._short_claim and len(claims) < self._claims_at_once():
+                    hub.work_available.clear()
+                    self._asked += room
+                    claims.add(asyncio.create_task(self._claim_round(kinds, room)))
+                    continue
+                if self._short_claim and not claims:
+                    # The last claim took fewer jobs than it asked for: wait for news of
+                    # work, a freed slot, or the next delayed job.
+                    self._short_claim = False
+                    idle = await self._idle_seconds(kinds)
+                    await wait_any(hub.work_available, self._slot_freed, timeout=idle)
+                else:
+                    await wait_any(
+                        self._slot_freed, self._claim_ended, timeout=self._safety_poll_seconds
+                    )
+                self._slot_freed.clear()
+                self._claim_ended.clear()
+        finally:
+            if claims:
+                await asyncio.wait(claims)  # a claim is never cut short
+                _ended(claims)
+
+    async def _claim_round(self, kinds: Sequence[str], room: int) -> None:
+        """Claim up to ``room`` jobs (counted in ``_asked`` meanwhile) and launch them."""
+        # The leases the claim grants start no earlier than this: the fence counts from
+        # here, not from the answer, which may come late.
+        asked_at = time.monotonic()
+        try:
+            jobs = await self._claim(kinds, room)
+        finally:
+            self._asked -= room
+        try:
+            for job in jobs:
+                self._launch(job, asked_at)
+        finally:
+            if not jobs and not self.runs:
+                self._empty_claims += 1
+            if len(jobs) < room:
+                self._short_claim = True
+            self._claim_ended.set()
 
     def _room(self) -> int:
-        """How many jobs to claim now: enough to hold ``concurrency`` jobs; while runs are
-        short, enough to hold ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` more, claimed ahead
-        (the fewer the claims, the fewer the round trips and commits per job), once no more
-        than ``CLAIM_AHEAD_REFILL`` of that many still wait (nothing before)."""
-        most = self.concurrency
+        """How many jobs to claim now: enough to hold ``concurrency`` jobs, counting those
+        that claims under way asked for; while runs are short, enough to hold
+        ``CLAIM_AHEAD_FACTOR`` × ``concurrency`` more, claimed ahead, once that makes at
+        least ``CLAIM_AHEAD_BATCH`` of them (nothing before: the fewer the claims, the fewer
+        the round trips and commits per job), and at most twice that in one claim."""
+        held = len(self.runs) + self._asked
         average = self._run_seconds
-        if average is not None and average < CLAIM_AHEAD_RUN_SECONDS:
-            ahead = CLAIM_AHEAD_FACTOR * self.concurrency
-            if len(self._waiting) > ahead * CLAIM_AHEAD_REFILL:
-                return 0
-            most += ahead
-        return most - len(self.runs)
+        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
+            return self.concurrency - held
+        ahead = CLAIM_AHEAD_FACTOR * self.concurrency
+        room = self.concurrency + ahead - held
+        batch = max(1, int(ahead * CLAIM_AHEAD_BATCH))
+        return min(room, 2 * batch) if room >= batch else 0
+
+    def _claims_at_once(self) -> int:
+        """Claims under way at once: ``CLAIMS_AT_ONCE`` while claiming ahead, else one."""
+        average = self._run_seconds
+        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
+            return 1
+        return CLAIMS_AT_ONCE
 
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
-        transaction: one round trip (one commit) per cycle instead of two."""
-        failed = False
+        transaction: one round trip (one commit) per cycle instead of two.
+
+        A batch of progress or log lines of running jobs is written under the flush lock,
+        in order with the flush loop's writes (a later value must not be overwritten by an
+        earlier one). A batch of finished runs only goes without it, beside another claim
+        or a flush: each run ends once, and a progress write never touches a job that
+        ended."""
+        if self._pending.only_finishes():
+            return await self._claim_carrying_pending(kinds, free)
         async with self._flush_lock:
-            batch, self._pending = self._pending, WorkerBatch(self.name)
-            try:
-                jobs = await self.store.claim(
-                    self.name,
-                    self.queues,
-                    kinds,
-                    free,
-                    self.settings.lease_seconds,
-                    done=batch if batch else None,
-                    max_log_lines=self.settings.max_log_lines,
-                )
-            except StoreUnavailable as exc:
-                log.warning("worker %s: claim failed: %s", self.name, exc)
-                jobs = []
-            except Exception:
-                # The claim loop must outlive a bug: the batch goes to the flush loop, which
-                # drops it if it fails again (its jobs are then rescued after their lease).
-                log.exception("worker %s: claim failed", self.name)
-                jobs = []
-                failed = True
-            finally:
-                if batch and not batch.recorded:
-                    self._restore(batch)  # not written: the flush loop writes it
-                    self._flush_now.set()
+            return await self._claim_carrying_pending(kinds, free)
+
+    async def _claim_carrying_pending(self, kinds: Sequence[str], free: int) -> list[Job]:
+        failed = False
+        batch, self._pending = self._pending, WorkerBatch(self.name)
+        try:
+            jobs = await self.store.claim(
+                self.name,
+                self.queues,
+                kinds,
+                free,
+                self.settings.lease_seconds,
+                done=batch if batch else None,
+                max_log_lines=self.settings.max_log_lines,
+            )
+        except StoreUnavailable as exc:
+            log.warning("worker %s: claim failed: %s", self.name, exc)
+            jobs = []
+        except Exception:
+            # The claim loop must outlive a bug: the batch goes to the flush loop, which
+            # drops it if it fails again (its jobs are then rescued after their lease).
+            log.exception("worker %s: claim failed", self.name)
+            jobs = []
+            failed = True
+        finally:
+            if batch and not batch.recorded:
+                self._restore(batch)  # not written: the flush loop writes it
+                self._flush_now.set()
         if failed:
             await asyncio.sleep(ERROR_PAUSE_SECONDS)
         return jobs
@@ -684,6 +737,15 @@ class Worker:
                 run = self.runs.get(job_id)
                 if run is not None:
                     self._interrupt(run, JobCancelled)
+
+
+def _ended(tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+    """The tasks that are done; what one of them raised is logged."""
+    ended = {task for task in tasks if task.done()}
+    for task in ended:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("claim failed", exc_info=task.exception())
+    return ended
 
 
 def _call_sync(function: Any, arguments: dict[str, Any]) -> Any:

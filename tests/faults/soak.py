@@ -243,9 +243,10 @@ class Soak:
         return [job["id"] for job in answer.json()["items"] if job["id"] not in self._cancelled]
 
     def _kill_until_done(self, http: httpx.Client, began: float) -> None:
-        """Until every job is terminal: cancel the cancel jobs seen running, kill and replace
-        a worker every 1.5-2.5 s, and every 5-8 s stall the database while a cancel job runs
-        (no cancels and no kills meanwhile: the runs in flight must fence themselves)."""
+        """Until every job is terminal: cancel the cancel jobs seen running (from the first
+        stall on), kill and replace a worker every 1.5-2.5 s, and every 5-8 s stall the
+        database while a cancel job runs (no cancels and no kills meanwhile: the runs in
+        flight must fence themselves)."""
         deadline = began + soak_deadline(len(self.jobs))
         next_kill = time.monotonic() + self.rng.uniform(*KILL_EVERY_SECONDS)
         next_stall = time.monotonic() + self.rng.uniform(*FIRST_STALL_SECONDS)
@@ -270,7 +271,9 @@ class Soak:
                     if running and now >= next_stall:
                         stall.hold(STALL_SECONDS)  # those keep running: their runs are fenced
                     else:
-                        for job_id in running:
+                        # Not before the first stall: it needs cancel jobs running, and
+                        # workers claiming ahead may have started every one of them by then.
+                        for job_id in running if stall.count else ():
                             self._cancel(http, job_id)
                         if now >= next_kill:
                             self._kill_one()

@@ -277,6 +277,48 @@ async def test_the_next_claim_goes_out_while_jobs_claimed_ahead_still_wait(
     assert max(held for held, _ in watch.claims) > 2, "no claim while jobs claimed ahead waited"
 
 
+class SlowClaims(StoreView):
+    """Claims that take a while, as over a slow network; counts those under way at once."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.under_way = 0
+        self.most_at_once = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.under_way += 1
+        self.most_at_once = max(self.most_at_once, self.under_way)
+        try:
+            await asyncio.sleep(0.01)
+            return await self._store.claim(*args, **kwargs)
+        finally:
+            self.under_way -= 1
+
+
+@pytest.mark.parametrize("runs", ["short", "long"])
+async def test_claiming_ahead_keeps_two_claims_under_way_and_long_runs_one(
+    deck: Deck, make_worker: WorkerFactory, runs: str
+) -> None:
+    """While runs are short, a second claim goes out while the first waits for the
+    database (CLAIMS_AT_ONCE); with long runs, one claim at a time."""
+    slow = SlowClaims(deck.store)
+    worker = make_worker(deck, concurrency=2, store=slow)
+    count = 200 if runs == "short" else 6
+
+    @deck.task
+    async def job() -> None:
+        if runs == "long":
+            await asyncio.sleep(worker_module.CLAIM_AHEAD_RUN_SECONDS * 2)
+
+    await deck.enqueue_many([deck.build_spec("job") for _ in range(count)])
+    await worker.run_until_idle(timeout=30)
+
+    page = await deck.store.list(JobFilter(statuses=(Status.SUCCEEDED,)), count + 1, None)
+    assert len(page.items) == count
+    expected = worker_module.CLAIMS_AT_ONCE if runs == "short" else 1
+    assert slow.most_at_once == expected
+
+
 async def test_long_runs_are_not_claimed_ahead(deck: Deck, make_worker: WorkerFactory) -> None:
     """Runs longer than CLAIM_AHEAD_RUN_SECONDS: the worker holds no more than its slots."""
     held: list[int] = []
