@@ -802,7 +802,8 @@ class PostgresStore:
                 await cur.execute(self._sql["cycle"], params)
                 rows = await cur.fetchall()
                 jobs = taken + [job_from_values(r[2:]) for r in rows if r[2] is not None]
-                return jobs, rows[0][0], rows[0][1]
+                finished = rows[0][0]
+                return jobs, finished.split(",") if finished else [], rows[0][1]
 
             jobs, changed, requeued = await self._run(cycle, write=True, autocommit=True)
             self.hub.jobs_changed([*changed, *(j.id for j in jobs)])

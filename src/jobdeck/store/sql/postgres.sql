@@ -155,8 +155,9 @@ RETURNING j.id, j.status
 -- (the payload as the adapter's _payload makes it, the ids `*` past %(max_ids)s bytes).
 -- Every part sees the snapshot the statement started with: a run the finish queues again
 -- stays queued (visible to cancels, to other workers) until a later claim. One row per job
--- claimed (its columns after three others), or one with the job's columns NULL when none;
--- each carries the ids the finish changed and whether it queued one again.
+-- claimed (its columns after two others), or one with the job's columns NULL when none; the
+-- first carries the ids the finish changed (joined by commas, once: not a copy per row),
+-- each whether it queued one again.
 WITH o AS (
     {part_outcomes}
 ),
@@ -188,7 +189,8 @@ notified AS MATERIALIZED (
         || CASE WHEN octet_length(s.ids) > %(max_ids)s THEN '*' ELSE s.ids END) END
     FROM summary AS s
 )
-SELECT n.finished, n.requeued, c.*
+SELECT CASE WHEN row_number() OVER () = 1 THEN array_to_string(n.finished, ',') END,
+       n.requeued, c.*
 FROM notified AS n LEFT JOIN claimed AS c ON true
 
 -- name: hand_back
