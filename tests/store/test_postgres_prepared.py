@@ -45,3 +45,11 @@ async def test_statements_run_often_are_prepared_unless_turned_off(
 def test_the_setting_reads_from_the_environment() -> None:
     assert Settings.from_env({"JOBDECK_PG_PREPARE": "off"}).pg_prepare is False
     assert Settings.from_env({}).pg_prepare is True
+
+
+def test_every_statement_is_short_enough_to_be_parsed_once() -> None:
+    """psycopg keeps the parse of a statement of up to 4,096 characters (its
+    ``MAX_CACHED_STATEMENT_LENGTH``); a longer one is parsed again at every execution."""
+    store = PostgresStore(Settings(database_url="postgresql://127.0.0.1/not-opened"))
+    lengths = {name: len(text) for name, text in store._sql.items()}
+    assert max(lengths.values()) <= 4096, lengths

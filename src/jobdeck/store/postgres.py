@@ -97,6 +97,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 SCHEMA_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 POOL_SIZE = 10
+INDENT = re.compile(r"\n[ \t]+")
 SAFETY_POLL_SECONDS = 2.0
 RETRY_SECONDS = 15.0
 NOTIFY_MAX_BYTES = 7900
@@ -124,13 +125,16 @@ class PostgresStore:
         self.push_notifications = self.settings.notify
         self.hub = ChangeHub()
         quoted = f'"{schema}"'
-        self._sql = load_queries(
+        queries = load_queries(
             "postgres",
             s=quoted,
             columns=JOB_COLUMNS,
             jcolumns=", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(",")),
             terminal=TERMINAL_SQL,
         )
+        # Without their indentation: psycopg parses a statement of up to 4,096 characters
+        # once per process, a longer one at every execution.
+        self._sql = {name: INDENT.sub("\n", text) for name, text in queries.items()}
         self._pool: AsyncConnectionPool | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._known_versions: dict[str, int] = {}
