@@ -189,7 +189,9 @@ class TaskKind:
         if self.model_param is not None:
             arguments: dict[str, Any] = {self.model_param: instance}
         else:
-            arguments = {name: getattr(instance, name) for name in type(instance).model_fields}
+            # A model made from the signature forbids extra fields: its __dict__ holds
+            # exactly the params.
+            arguments = dict(instance.__dict__)
         if self.context_param is not None:
             arguments[self.context_param] = context
         return arguments
