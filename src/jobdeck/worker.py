@@ -157,8 +157,9 @@ class Worker:
         #: Write the pending batch now rather than at the next tick or claim.
         self._flush_now = Flag()
         self._claiming = False
-        #: Jobs that the claims under way asked for.
+        #: Jobs that the claims under way asked for, and how many those are.
         self._asked = 0
+        self._under_way = 0
         #: The last claim took fewer jobs than it asked for.
         self._short_claim = False
         self._claim_ended = Flag()
@@ -253,59 +254,66 @@ class Worker:
     async def _claim_loop(self) -> None:
         self._claiming = True
         try:
-            await self._claim_batches()
+            kinds = self.registry.names()
+            await asyncio.gather(*(self._claimer(kinds) for _ in range(CLAIMS_AT_ONCE)))
         finally:
             self._claiming = False
             self._flush_now.set()  # what finished from now on is written by the flush loop
 
-    async def _claim_batches(self) -> None:
+    async def _claimer(self, kinds: Sequence[str]) -> None:
+        """One of the claim loop's ``CLAIMS_AT_ONCE`` claimers. A claimer that may claim
+        does so in its own step, as soon as it wakes (no task in between: pickup latency);
+        while one claims, another may claim beside it only as :meth:`_may_claim` says."""
         hub = self.store.hub
-        kinds = self.registry.names()
-        claims: set[asyncio.Task[None]] = set()
-        try:
-            while not self._stopping.is_set():
-                claims -= _ended(claims)
-                room = self._room()
-                if room > 0 and not self._short_claim and len(claims) < self._claims_at_once():
-                    hub.work_available.clear()
-                    self._asked += room
-                    claims.add(asyncio.create_task(self._claim_round(kinds, room)))
-                    continue
-                if self._short_claim and not claims:
-                    # The last claim took fewer jobs than it asked for: wait for news of
-                    # work, a freed slot, or the next delayed job.
-                    self._short_claim = False
-                    idle = await self._idle_seconds(kinds)
-                    await wait_any(hub.work_available, self._slot_freed, timeout=idle)
-                else:
-                    await wait_any(
-                        self._slot_freed, self._claim_ended, timeout=self._safety_poll_seconds
-                    )
-                self._slot_freed.clear()
-                self._claim_ended.clear()
-        finally:
-            if claims:
-                await asyncio.wait(claims)  # a claim is never cut short
-                _ended(claims)
+        while not self._stopping.is_set():
+            room = self._room()
+            if room > 0 and self._may_claim():
+                hub.work_available.clear()
+                # The leases the claim grants start no earlier than this: the fence counts
+                # from here, not from the answer, which may come late.
+                asked_at = time.monotonic()
+                self._asked += room
+                self._under_way += 1
+                try:
+                    jobs = await self._claim(kinds, room)
+                finally:
+                    self._asked -= room
+                    self._under_way -= 1
+                for job in jobs:
+                    self._launch(job, asked_at)
+                if not jobs and not self.runs:
+                    self._empty_claims += 1
+                self._short_claim = len(jobs) < room
+                self._claim_ended.set()
+                if not self._short_claim:
+                    continue  # there may be more: claim again as soon as there is room
+                # Fewer jobs than asked for: wait for news of work, a freed slot, or the
+                # next delayed job.
+                idle = await self._idle_seconds(kinds)
+                await wait_any(hub.work_available, self._slot_freed, self._stopping, timeout=idle)
+            else:
+                await wait_any(
+                    self._slot_freed,
+                    self._claim_ended,
+                    self._stopping,
+                    timeout=self._safety_poll_seconds,
+                )
+            self._slot_freed.clear()
+            self._claim_ended.clear()
 
-    async def _claim_round(self, kinds: Sequence[str], room: int) -> None:
-        """Claim up to ``room`` jobs (counted in ``_asked`` meanwhile) and launch them."""
-        # The leases the claim grants start no earlier than this: the fence counts from
-        # here, not from the answer, which may come late.
-        asked_at = time.monotonic()
-        try:
-            jobs = await self._claim(kinds, room)
-        finally:
-            self._asked -= room
-        try:
-            for job in jobs:
-                self._launch(job, asked_at)
-        finally:
-            if not jobs and not self.runs:
-                self._empty_claims += 1
-            if len(jobs) < room:
-                self._short_claim = True
-            self._claim_ended.set()
+    def _may_claim(self) -> bool:
+        """Whether a claimer may claim now: when no claim is under way; beside one, only
+        while claiming ahead (``CLAIMS_AT_ONCE``) and while claims come back full."""
+        if not self._under_way:
+            return True
+        if self._short_claim or not self._claiming_ahead():
+            return False
+        return self._under_way < CLAIMS_AT_ONCE
+
+    def _claiming_ahead(self) -> bool:
+        """Whether recent runs are short enough to claim ahead of free slots."""
+        average = self._run_seconds
+        return average is not None and average < CLAIM_AHEAD_RUN_SECONDS
 
     def _room(self) -> int:
         """How many jobs to claim now: enough to hold ``concurrency`` jobs, counting those
@@ -314,20 +322,12 @@ class Worker:
         least ``CLAIM_AHEAD_BATCH`` of them (nothing before: the fewer the claims, the fewer
         the round trips and commits per job), and at most twice that in one claim."""
         held = len(self.runs) + self._asked
-        average = self._run_seconds
-        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
+        if not self._claiming_ahead():
             return self.concurrency - held
         ahead = CLAIM_AHEAD_FACTOR * self.concurrency
         room = self.concurrency + ahead - held
         batch = max(1, int(ahead * CLAIM_AHEAD_BATCH))
         return min(room, 2 * batch) if room >= batch else 0
-
-    def _claims_at_once(self) -> int:
-        """Claims under way at once: ``CLAIMS_AT_ONCE`` while claiming ahead, else one."""
-        average = self._run_seconds
-        if average is None or average >= CLAIM_AHEAD_RUN_SECONDS:
-            return 1
-        return CLAIMS_AT_ONCE
 
     async def _claim(self, kinds: Sequence[str], free: int) -> list[Job]:
         """Write what finished (the pending batch) and claim up to ``free`` jobs, in one
@@ -737,15 +737,6 @@ class Worker:
                 run = self.runs.get(job_id)
                 if run is not None:
                     self._interrupt(run, JobCancelled)
-
-
-def _ended(tasks: set[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
-    """The tasks that are done; what one of them raised is logged."""
-    ended = {task for task in tasks if task.done()}
-    for task in ended:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("claim failed", exc_info=task.exception())
-    return ended
 
 
 def _call_sync(function: Any, arguments: dict[str, Any]) -> Any:
