@@ -255,19 +255,23 @@ class Worker:
         self._claiming = True
         try:
             kinds = self.registry.names()
-            await asyncio.gather(*(self._claimer(kinds) for _ in range(CLAIMS_AT_ONCE)))
+            await asyncio.gather(
+                *(self._claimer(kinds, first=n == 0) for n in range(CLAIMS_AT_ONCE))
+            )
         finally:
             self._claiming = False
             self._flush_now.set()  # what finished from now on is written by the flush loop
 
-    async def _claimer(self, kinds: Sequence[str]) -> None:
+    async def _claimer(self, kinds: Sequence[str], *, first: bool) -> None:
         """One of the claim loop's ``CLAIMS_AT_ONCE`` claimers. A claimer that may claim
-        does so in its own step, as soon as it wakes (no task in between: pickup latency);
-        while one claims, another may claim beside it only as :meth:`_may_claim` says."""
+        does so in its own step, as soon as it wakes (no task in between: pickup latency).
+        Only the ``first`` claims when no other claim is under way (so an idle worker polls
+        the store as one loop would); the others only beside one, as :meth:`_may_claim`
+        says."""
         hub = self.store.hub
         while not self._stopping.is_set():
             room = self._room()
-            if room > 0 and self._may_claim():
+            if room > 0 and self._may_claim(first):
                 hub.work_available.clear()
                 # The leases the claim grants start no earlier than this: the fence counts
                 # from here, not from the answer, which may come late.
@@ -301,11 +305,12 @@ class Worker:
             self._slot_freed.clear()
             self._claim_ended.clear()
 
-    def _may_claim(self) -> bool:
-        """Whether a claimer may claim now: when no claim is under way; beside one, only
-        while claiming ahead (``CLAIMS_AT_ONCE``) and while claims come back full."""
+    def _may_claim(self, first: bool) -> bool:
+        """Whether a claimer may claim now: the first one when no claim is under way; any
+        beside one, only while claiming ahead (``CLAIMS_AT_ONCE``) and while claims come
+        back full."""
         if not self._under_way:
-            return True
+            return first
         if self._short_claim or not self._claiming_ahead():
             return False
         return self._under_way < CLAIMS_AT_ONCE

@@ -319,6 +319,50 @@ async def test_claiming_ahead_keeps_two_claims_under_way_and_long_runs_one(
     assert slow.most_at_once == expected
 
 
+class AloneClaims(StoreView):
+    """Records the asyncio task of each claim ``worker`` makes with no other under way."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.worker: Worker | None = None
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        assert self.worker is not None
+        if self.worker._under_way == 1:  # this claim only
+            self.tasks.append(asyncio.current_task())
+        return await self._store.claim(*args, **kwargs)
+
+
+async def test_an_idle_worker_polls_with_one_claimer(
+    deck: Deck,
+    make_worker: WorkerFactory,
+    wait_for: WaitFor,
+    wait_status: WaitStatus,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claims with no other under way (every claim of an idle worker) all come from one
+    claimer: the others only claim beside it, so idle polling is not multiplied."""
+    monkeypatch.setattr(worker_module, "SAFETY_POLL_SECONDS", 0.02)
+    watch = AloneClaims(deck.store)
+    worker = make_worker(deck, concurrency=2, store=watch)
+    watch.worker = worker
+
+    @deck.task
+    async def quick() -> None:
+        pass
+
+    specs = [deck.build_spec("quick") for _ in range(30)]
+    await deck.enqueue_many(specs)
+    await worker.start()
+    for spec in specs:
+        await wait_status(deck.store, spec.id, Status.SUCCEEDED)
+    idle_from = len(watch.tasks)
+    await wait_for(lambda: len(watch.tasks) >= idle_from + 10, what="ten idle polls")
+
+    assert len(set(watch.tasks)) == 1
+
+
 async def test_long_runs_are_not_claimed_ahead(deck: Deck, make_worker: WorkerFactory) -> None:
     """Runs longer than CLAIM_AHEAD_RUN_SECONDS: the worker holds no more than its slots."""
     held: list[int] = []

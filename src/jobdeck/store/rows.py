@@ -148,7 +148,7 @@ def job_from_values(values: Sequence[Any]) -> Job:
     if error is not None:
         error = _loads(error)
         error = JobError(error["type"], error["message"], error.get("traceback")) if error else None
-    values = (
+    fields = (
         job_id,
         kind,
         {} if params == "{}" else _loads(params),
@@ -179,7 +179,7 @@ def job_from_values(values: Sequence[Any]) -> Job:
     )
     # Slots filled directly, as in new_job: cheaper than the frozen __init__.
     job = _new_object(Job)
-    for set_slot, value in zip(_NEW_JOB_SETTERS, values, strict=True):
+    for set_slot, value in zip(_NEW_JOB_SETTERS, fields, strict=True):
         set_slot(job, value)
     return job
 
