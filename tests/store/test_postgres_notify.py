@@ -62,6 +62,24 @@ async def test_a_batch_of_a_thousand_jobs_is_one_notification(
     assert ids == "*"  # 1,000 ids do not fit one payload: listeners re-read what they watch
 
 
+async def test_a_one_job_enqueue_notifies_from_its_insert(
+    database: Database, store: Store, make_spec: Callable[..., JobSpec]
+) -> None:
+    """A one-job enqueue alone is one statement that inserts and notifies (work added, its
+    id named); enqueueing the same spec again writes nothing and notifies nothing."""
+    assert isinstance(store, PostgresStore)
+    spec = make_spec()
+    async with await psycopg.AsyncConnection.connect(
+        database.database_url, autocommit=True
+    ) as listener:
+        await listener.execute(f'LISTEN "{store.channel}"')
+        (first,) = await store.enqueue([spec])
+        (again,) = await store.enqueue([spec])
+        heard = await notifications_until_marker(listener, store.channel)
+    assert first.created and not again.created and again.job == first.job
+    assert heard == [f"w|{spec.id}"]
+
+
 async def test_every_write_notifies_once_naming_its_jobs(
     database: Database, store: Store, make_spec: Callable[..., JobSpec]
 ) -> None:

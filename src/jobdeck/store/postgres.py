@@ -29,7 +29,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from jobdeck.aio import cancel_and_wait
@@ -209,46 +209,46 @@ class PostgresStore:
         single submits, that queue is what limits them.) A write with ``shared_notify`` that
         is the only one under way in this process notifies in its transaction all the same:
         alone, it waits for nobody, and a worker hears of it one round trip sooner."""
+        with self._sharing(shared_notify) as share:
+
+            async def transaction(conn: Conn) -> T:
+                result = await fn(conn)
+                if share:
+                    return result
+                ids, work, cancel = changes(result)
+                ids = list(ids)
+                if ids or work or cancel:
+                    await conn.execute(NOTIFY_SQL, (self.channel, _payload(ids, work, cancel)))
+                return result
+
+            result = await self._run(transaction, write=True, pipeline=pipeline)
+            ids, work, cancel = changes(result)
+            await self._announce(list(ids), work, cancel, shared=share)
+            return result
+
+    @contextlib.contextmanager
+    def _sharing(self, shared_notify: bool) -> Iterator[bool]:
+        """Whether a write with ``shared_notify`` shares its NOTIFY (see :meth:`_write`):
+        counted among the writes under way while the block runs."""
         if not shared_notify:
-            return await self._write_notifying(fn, changes, pipeline=pipeline, share=False)
+            yield False
+            return
         self._sharing_writes += 1
         try:
-            share = self._sharing_writes > 1
-            return await self._write_notifying(fn, changes, pipeline=pipeline, share=share)
+            yield self._sharing_writes > 1
         finally:
             self._sharing_writes -= 1
 
-    async def _write_notifying(
-        self,
-        fn: Callable[[Conn], Awaitable[T]],
-        changes: Callable[[T], tuple[Iterable[str], bool, bool]],
-        *,
-        pipeline: bool,
-        share: bool,
-    ) -> T:
-        """:meth:`_write`, its NOTIFY in the transaction or (``share``) after the commit."""
-
-        async def transaction(conn: Conn) -> T:
-            result = await fn(conn)
-            if share:
-                return result
-            ids, work, cancel = changes(result)
-            ids = list(ids)
-            if ids or work or cancel:
-                await conn.execute(NOTIFY_SQL, (self.channel, _payload(ids, work, cancel)))
-            return result
-
-        result = await self._run(transaction, write=True, pipeline=pipeline)
-        ids, work, cancel = changes(result)
-        ids = list(ids)
+    async def _announce(self, ids: list[str], work: bool, cancel: bool, *, shared: bool) -> None:
+        """Tell this process's hub of a committed write's changes; with ``shared``, other
+        processes too (:meth:`_notify_shared`), before returning."""
         self.hub.jobs_changed(ids)
         if work:
             self.hub.work_added()
         if cancel:
             self.hub.cancel_added()
-        if share and (ids or work or cancel):
+        if shared and (ids or work or cancel):
             await self._notify_shared(ids, work, cancel)
-        return result
 
     async def _notify_shared(self, ids: list[str], work: bool, cancel: bool) -> None:
         """Send (after their commits) the changes of writes made at the same moment as one
@@ -470,26 +470,11 @@ class PostgresStore:
             self._submits.clear()
 
     async def _write_group(self, group: list[_Submit]) -> None:
-        """Write ``group`` in one transaction and answer each, as if each were written
-        alone: its entry, or its JobIdTaken or JobActive. When the transaction fails (a
-        database error, or a spec that cannot be sent), each is written alone instead, so
-        that the error goes to the spec that causes it; when the server cannot be reached,
-        every one of them gets that."""
+        """Write ``group`` and answer each, as if each were written alone: its entry, or its
+        JobIdTaken or JobActive (see :meth:`_enqueue_submits`); when the server cannot be
+        reached, every one of them gets that."""
         try:
-            if len(group) == 1:
-                outcomes: list[Enqueued | BaseException] = list(
-                    await self._enqueue_alone([group[0].spec], group[0].replace_terminal)
-                )
-            else:
-                try:
-                    outcomes = list(await self._enqueue_group(group))
-                except StoreUnavailable as exc:
-                    if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
-                        raise
-                    outcomes = await self._enqueue_each(group)
-                except Exception as exc:
-                    log.info("a group of %d enqueues is written one by one: %s", len(group), exc)
-                    outcomes = await self._enqueue_each(group)
+            outcomes = await self._enqueue_submits(group)
         except BaseException as exc:
             for submit in group:
                 if submit.future.done():
@@ -508,6 +493,84 @@ class PostgresStore:
                 submit.future.set_exception(outcome)
             else:
                 submit.future.set_result(outcome)
+
+    async def _enqueue_submits(self, group: list[_Submit]) -> list[Enqueued | BaseException]:
+        """The outcomes of ``group``, one per submit. Their new ids go first, in one
+        statement committed on its own (one round trip: the common case ends there); the
+        submits it left alone (an id that exists, or repeats one of the group) are then
+        resolved as :meth:`_enqueue_rest` says. When that statement fails (a spec that
+        cannot be sent), the whole group goes that way instead."""
+        try:
+            inserted = await self._insert_new([submit.spec for submit in group])
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+                raise
+            inserted = {}
+        except Exception as exc:
+            log.info("%d enqueues are written with their lookups: %s", len(group), exc)
+            inserted = {}
+        outcomes: dict[int, Enqueued | BaseException] = {}
+        left: list[int] = []
+        for index, submit in enumerate(group):
+            job = inserted.pop(submit.spec.id, None)
+            if job is None:
+                left.append(index)
+            else:
+                outcomes[index] = Enqueued(job, True)
+        if left:
+            rest = [group[index] for index in left]
+            try:
+                resolved = await self._enqueue_rest(rest)
+            except Exception as exc:  # the others stand: they are committed
+                resolved = [exc] * len(rest)
+            outcomes.update(zip(left, resolved, strict=True))
+        return [outcomes[index] for index in range(len(group))]
+
+    async def _insert_new(self, specs: Sequence[JobSpec]) -> dict[str, Job]:
+        """Insert the jobs of ``specs`` whose ids are new, committed at once, and notify of
+        them (in the statement, or shared: see :meth:`_write`); the jobs inserted by id."""
+        with self._sharing(True) as share:
+            params = {
+                "rows": spec_rows(specs),
+                "notify": not share,
+                "channel": self.channel,
+                "max_ids": NOTIFY_MAX_BYTES,
+            }
+
+            async def insert(conn: Conn) -> str:
+                params["now"] = now_us()  # created_at: once a connection is at hand
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(self._sql["insert_new"], params)
+                row = await cur.fetchone()
+                return row[0] if row is not None else ""
+
+            joined = await self._run(insert, write=True, autocommit=True)
+            ids = joined.split(",") if joined else []
+            await self._announce(ids, bool(ids), False, shared=share)
+        new_ids = set(ids)
+        now = params["now"]
+        jobs: dict[str, Job] = {}
+        for spec in specs:
+            if spec.id in new_ids and spec.id not in jobs:
+                jobs[spec.id] = new_job(spec, now)
+        return jobs
+
+    async def _enqueue_rest(self, group: list[_Submit]) -> list[Enqueued | BaseException]:
+        """The outcomes of one-job enqueues whose ids were there already: each looked up and
+        answered (or its terminal job replaced) in one transaction for the group; when that
+        fails (a database error, or a spec that cannot be sent), each is written alone, so
+        that the error goes to the spec that causes it."""
+        if len(group) == 1:
+            return list(await self._enqueue_alone([group[0].spec], group[0].replace_terminal))
+        try:
+            return list(await self._enqueue_group(group))
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+                raise
+            return await self._enqueue_each(group)
+        except Exception as exc:
+            log.info("a group of %d enqueues is written one by one: %s", len(group), exc)
+            return await self._enqueue_each(group)
 
     async def _enqueue_each(self, group: list[_Submit]) -> list[Enqueued | BaseException]:
         """The submits of ``group`` written one after the other, each alone."""

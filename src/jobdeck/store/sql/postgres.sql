@@ -12,13 +12,17 @@ SELECT {columns} FROM {s}.jobs WHERE id = %s
 SELECT {columns} FROM {s}.jobs WHERE id = ANY(%s)
 
 -- name: insert_jobs
--- Insert a batch of new queued jobs in one statement, from one JSON document holding a list
+-- Insert a batch of new queued jobs in one statement (see part_inserted). Only the ids
+-- inserted come back, in no particular order.
+{part_inserted}
+
+-- name: part_inserted
+-- Part of insert_jobs and insert_new: new queued jobs from one JSON document holding a list
 -- of rows [id, kind, params, queue, priority, max_attempts, timeout, run_at, labels] (timeout
 -- as the text of a float, run_at null for now; see rows.spec_rows): one parameter, encoded
 -- by one call on the client, cheaper there than an array per column. Existing ids, and
 -- repeats of an id within the batch, are left alone (the caller compares specs); rows go
--- in the document's order, so an id's first row inserts it. Only the ids inserted come
--- back, in no particular order.
+-- in the document's order, so an id's first row inserts it.
 INSERT INTO {s}.jobs (id, kind, params, queue, priority, status, max_attempts, timeout, run_at,
                       created_at, updated_at, labels)
 SELECT r->>0, r->>1, r->2, r->>3, (r->>4)::integer, 'queued', (r->>5)::integer,
@@ -27,6 +31,23 @@ SELECT r->>0, r->>1, r->2, r->>3, (r->>4)::integer, 'queued', (r->>5)::integer,
 FROM jsonb_array_elements(%(rows)s::jsonb) AS r
 ON CONFLICT (id) DO NOTHING
 RETURNING id
+
+-- name: insert_new
+-- insert_jobs as one statement committed on its own (no BEGIN, no COMMIT: one round trip),
+-- for one-job enqueues, which the jobs already there cannot make fail: it writes the new ids
+-- and leaves the others to the caller. When %(notify)s, it notifies %(channel)s of the jobs
+-- inserted (work added; the ids `*` past %(max_ids)s bytes). One row: the ids inserted,
+-- joined by commas.
+WITH inserted AS (
+    {part_inserted}
+),
+summary AS MATERIALIZED (
+    SELECT coalesce(string_agg(id, ','), '') AS ids FROM inserted
+)
+SELECT s.ids, CASE WHEN %(notify)s AND s.ids <> '' THEN pg_notify(
+    %(channel)s, 'w|' || CASE WHEN octet_length(s.ids) > %(max_ids)s THEN '*' ELSE s.ids END)
+END
+FROM summary AS s
 
 -- name: claim
 -- Lease up to :limit runnable jobs of the worker's queues and kinds (see part_picked and
