@@ -45,7 +45,7 @@ import socket
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,25 +276,20 @@ class Worker:
                 # The leases the claim grants start no earlier than this: the fence counts
                 # from here, not from the answer, which may come late.
                 asked_at = time.monotonic()
-                self._asked += room
-                self._under_way += 1
-                try:
+                with self._asking(room):
                     jobs = await self._claim(kinds, room)
-                finally:
-                    self._asked -= room
-                    self._under_way -= 1
-                for job in jobs:
-                    self._launch(job, asked_at)
+                self._claimed(jobs, room, asked_at)
                 if not jobs and not self.runs:
                     self._empty_claims += 1
-                self._short_claim = len(jobs) < room
-                self._claim_ended.set()
                 if not self._short_claim:
                     continue  # there may be more: claim again as soon as there is room
                 # Fewer jobs than asked for: wait for news of work, a freed slot, or the
-                # next delayed job.
-                idle = await self._idle_seconds(kinds)
-                await wait_any(hub.work_available, self._slot_freed, self._stopping, timeout=idle)
+                # next delayed job. A claim parked meanwhile may bring jobs: while they are
+                # fewer than it asked for, wait on.
+                while self._short_claim and not self._stopping.is_set():
+                    idle = await self._idle_seconds(kinds)
+                    if not await self._wait_for_work(kinds, idle):
+                        break
             else:
                 await wait_any(
                     self._slot_freed,
@@ -304,6 +299,59 @@ class Worker:
                 )
             self._slot_freed.clear()
             self._claim_ended.clear()
+
+    @contextlib.contextmanager
+    def _asking(self, room: int) -> Iterator[None]:
+        """Count a claim of ``room`` jobs as under way while the block runs."""
+        self._asked += room
+        self._under_way += 1
+        try:
+            yield
+        finally:
+            self._asked -= room
+            self._under_way -= 1
+
+    def _claimed(self, jobs: list[Job], room: int, asked_at: float) -> None:
+        """Launch what a claim of ``room`` jobs took (leases asked at ``asked_at``)."""
+        for job in jobs:
+            self._launch(job, asked_at)
+        self._short_claim = len(jobs) < room
+        self._claim_ended.set()
+
+    async def _wait_for_work(self, kinds: Sequence[str], timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for news of work, a freed slot or the stop, with
+        a claim of the room there is parked in the store meanwhile when the store takes
+        one (:meth:`Store.park_claim`: it runs at the commit of work this process adds, with
+        no turn of the event loop in between). Whether that claim ran; its jobs are
+        launched."""
+        room = self._room()
+        parked = None
+        if room > 0:
+            parked = self.store.park_claim(
+                self.name, self.queues, kinds, room, self.settings.lease_seconds
+            )
+        hub = self.store.hub
+        flags = (hub.work_available, self._slot_freed, self._stopping)
+        if parked is None:
+            await wait_any(*flags, timeout=timeout)
+            return False
+        with self._asking(room):
+            try:
+                await wait_any(*flags, timeout=timeout)
+            finally:
+                ran = not parked.withdraw()
+            if not ran:
+                return False
+            try:
+                jobs, asked_at = await parked.result()
+            except StoreUnavailable as exc:
+                log.warning("worker %s: claim failed: %s", self.name, exc)
+                return False
+            except Exception:
+                log.exception("worker %s: claim failed", self.name)
+                return False
+        self._claimed(jobs, room, asked_at)
+        return True
 
     def _may_claim(self, first: bool) -> bool:
         """Whether a claimer may claim now: the first one when no claim is under way; any

@@ -25,7 +25,15 @@ class StoreView:
         return getattr(self._store, name)
 
 
-class Partition(StoreView):
+class ClaimsOnly(StoreView):
+    """Every claim of the worker goes through :meth:`claim` (none is parked with the store),
+    for the views that change or watch claims."""
+
+    def park_claim(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Partition(ClaimsOnly):
     """While ``cut``, that worker's heartbeats, rescues and cancel checks fail as if the
     database could not be reached, and its claims find nothing (quietly, to keep the log of a
     failing test readable).

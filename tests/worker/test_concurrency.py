@@ -17,7 +17,7 @@ from jobdeck.model import Job, Status
 from jobdeck.store.base import JobFilter, Store
 from jobdeck.tasks import JobContext
 from jobdeck.worker import Worker
-from worker.stores import StoreView
+from worker.stores import ClaimsOnly
 
 WorkerFactory = Callable[..., Worker]
 WaitFor = Callable[..., Awaitable[Any]]
@@ -234,7 +234,7 @@ async def test_short_runs_are_claimed_ahead_and_never_exceed_concurrency(
     assert max(held) > 2, "no job was ever claimed ahead of a free slot"
 
 
-class ClaimWatch(StoreView):
+class ClaimWatch(ClaimsOnly):
     """Records, at each claim of ``worker``, how many jobs it held and how many it asked."""
 
     def __init__(self, store: Store) -> None:
@@ -277,7 +277,7 @@ async def test_the_next_claim_goes_out_while_jobs_claimed_ahead_still_wait(
     assert max(held for held, _ in watch.claims) > 2, "no claim while jobs claimed ahead waited"
 
 
-class SlowClaims(StoreView):
+class SlowClaims(ClaimsOnly):
     """Claims that take a while, as over a slow network; counts those under way at once."""
 
     def __init__(self, store: Store) -> None:
@@ -319,7 +319,7 @@ async def test_claiming_ahead_keeps_two_claims_under_way_and_long_runs_one(
     assert slow.most_at_once == expected
 
 
-class AloneClaims(StoreView):
+class AloneClaims(ClaimsOnly):
     """Records the asyncio task of each claim ``worker`` makes with no other under way."""
 
     def __init__(self, store: Store) -> None:

@@ -151,6 +151,18 @@ class Stats:
 # --- the port ---------------------------------------------------------------------------
 
 
+class ParkedClaim(Protocol):
+    """A claim an idle worker leaves with its store (:meth:`Store.park_claim`)."""
+
+    def withdraw(self) -> bool:
+        """Take the claim back: True when it had not started (it never will); False when
+        the store has taken it to run, and :meth:`result` has its jobs."""
+
+    async def result(self) -> tuple[list[Job], float]:
+        """The jobs the claim took, in claim order, and the ``time.monotonic()`` at which
+        it asked for their leases (no later than they start)."""
+
+
 class Store(Protocol):
     """All persistence and all cross-process signalling of jobdeck."""
 
@@ -229,6 +241,18 @@ class Store(Protocol):
         transaction (after the claim: a run that batch queues again is not taken back at
         once), and set its ``recorded`` once committed: a worker's cycle of "write what
         finished, take as many new jobs" is one transaction, not two."""
+
+    def park_claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        kinds: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> ParkedClaim | None:
+        """Leave a claim (as :meth:`claim`, without ``done``) with the store while the worker
+        waits for work: the store runs it by itself as soon as this process adds work, or
+        returns None when it has no quicker way than the worker's own claim once woken."""
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         """The earliest ``run_at`` among queued jobs of these queues and kinds, or None."""

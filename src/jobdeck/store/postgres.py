@@ -51,6 +51,7 @@ from jobdeck.store.base import (
     LogLine,
     LogPage,
     Page,
+    ParkedClaim,
     ProgressUpdate,
     Stats,
     WorkerBatch,
@@ -901,6 +902,18 @@ class PostgresStore:
             done.recorded = True
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         return jobs
+
+    def park_claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        kinds: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> ParkedClaim | None:
+        """None: work comes from every process by notification, and the claim is a round
+        trip of its own wherever it starts."""
+        return None
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         """The earliest ``run_at`` among queued jobs of these queues and kinds."""

@@ -44,6 +44,7 @@ from jobdeck.store.base import (
     LogLine,
     LogPage,
     Page,
+    ParkedClaim,
     ProgressUpdate,
     Stats,
     WorkerBatch,
@@ -85,17 +86,20 @@ Q = load_queries("sqlite", columns=JOB_COLUMNS, terminal=TERMINAL_SQL)
 class _WriteRequest:
     """One caller's write waiting for the writer thread, and its outcome."""
 
-    __slots__ = ("error", "fn", "future", "loop", "on_commit", "result")
+    __slots__ = ("adds_work", "error", "fn", "future", "loop", "on_commit", "result")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         loop: asyncio.AbstractEventLoop,
         on_commit: Callable[[Any], None] | None = None,
+        adds_work: Callable[[Any], bool] | None = None,
     ):
         self.fn = fn
         self.loop = loop
         self.on_commit = on_commit
+        #: Whether the write, committed with this result, made jobs runnable.
+        self.adds_work = adds_work
         self.future: asyncio.Future[Any] = loop.create_future()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -103,6 +107,10 @@ class _WriteRequest:
     def fail(self, exc: BaseException) -> None:
         self.error = exc
         self.result = None
+
+    def added_work(self) -> bool:
+        """Whether this write committed and made jobs runnable (on the writer thread)."""
+        return self.error is None and self.adds_work is not None and self.adds_work(self.result)
 
     def settle(self) -> None:
         """On the caller's event loop: pass the outcome on (unless the caller gave up)."""
@@ -194,6 +202,8 @@ class SQLiteStore:
         self._pending: deque[_WriteRequest] = deque()
         self._pending_lock = threading.Lock()
         self._draining = False
+        # Claims of idle workers that run next after a commit adding work (park_claim).
+        self._parked: list[_WriteRequest] = []
 
     # --- connections -------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ class SQLiteStore:
         self,
         fn: Callable[[sqlite3.Connection], T],
         on_commit: Callable[[T], None] | None = None,
+        adds_work: Callable[[T], bool] | None = None,
     ) -> T:
         """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction on the write connection.
 
@@ -237,20 +248,22 @@ class SQLiteStore:
         failing ``fn`` undoes its own changes only, and only its caller sees the error), and
         commits once. Every caller is answered after that commit, never before. ``on_commit``
         runs on the caller's loop with the result once committed, before any caller of the
-        group resumes.
+        group resumes. ``adds_work`` tells, from the result, whether the write made jobs
+        runnable: parked claims then run next (:meth:`park_claim`).
         """
-        return await _retry_locked(lambda: self._queue_write(fn, on_commit))
+        return await _retry_locked(lambda: self._queue_write(fn, on_commit, adds_work))
 
     def _queue_write(
         self,
         fn: Callable[[sqlite3.Connection], T],
         on_commit: Callable[[T], None] | None = None,
+        adds_work: Callable[[T], bool] | None = None,
     ) -> asyncio.Future[T]:
         writer = self._writer
         if writer is None:
             raise StoreUnavailable("the store is not open")
         loop = asyncio.get_running_loop()
-        request = _WriteRequest(fn, loop, on_commit)
+        request = _WriteRequest(fn, loop, on_commit, adds_work)
         with self._pending_lock:
             self._pending.append(request)
             start = not self._draining
@@ -277,18 +290,59 @@ class SQLiteStore:
             # Writes whose callers gave up (cancelled) before they started are not run.
             group = [request for request in group if not request.future.done()]
             answered: list[_WriteRequest] = []
-            try:
-                while group:
-                    group = self._transaction(group, answered)
-            except BaseException as exc:  # pragma: no cover - _transaction answers every error
-                for request in group:
-                    if request not in answered:
-                        request.fail(exc)
-                        answered.append(request)
-            _settle(answered)
+            self._run_group(group, answered)
+            parked = self._take_parked() if any(r.added_work() for r in answered) else []
+            if not parked:
+                _settle(answered)
+                continue
+            self._run_parked(parked, answered)
+
+    def _run_parked(self, parked: list[_WriteRequest], answered: list[_WriteRequest]) -> None:
+        """Run the parked claims at once, after a group whose writes made jobs runnable;
+        that group's callers are answered once the claims are read, before their commit.
+        (Answered first, the callers' event loop would hold the GIL this thread needs.)"""
+        settled = False
+
+        def answer_callers() -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                _settle(answered)
+
+        claims: list[_WriteRequest] = []
+        self._run_group(parked, claims, before_commit=answer_callers)
+        answer_callers()  # when the claims never reached a commit
+        _settle(claims)
+
+    def _run_group(
+        self,
+        group: list[_WriteRequest],
+        answered: list[_WriteRequest],
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``group`` until each request of it is answered (committed or failed)."""
+        try:
+            while group:
+                group = self._transaction(group, answered, before_commit)
+        except BaseException as exc:  # pragma: no cover - _transaction answers every error
+            for request in group:
+                if request not in answered:
+                    request.fail(exc)
+                    answered.append(request)
+
+    def _take_parked(self) -> list[_WriteRequest]:
+        """The parked claims, taken to run (their callers can no longer withdraw them)."""
+        if not self._parked:
+            return []
+        with self._pending_lock:
+            parked, self._parked = self._parked, []
+        return [request for request in parked if not request.future.done()]
 
     def _transaction(
-        self, group: list[_WriteRequest], answered: list[_WriteRequest]
+        self,
+        group: list[_WriteRequest],
+        answered: list[_WriteRequest],
+        before_commit: Callable[[], None] | None = None,
     ) -> list[_WriteRequest]:
         """One transaction for ``group``, each request in a savepoint. The requests decided
         (committed, or failed) go to ``answered``; the ones returned must run again, in a new
@@ -320,6 +374,8 @@ class SQLiteStore:
                     return done + group[position + 1 :]
                 continue
             done.append(request)
+        if before_commit is not None:
+            before_commit()
         try:
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -360,6 +416,11 @@ class SQLiteStore:
         return conn
 
     async def close(self) -> None:
+        with self._pending_lock:
+            parked, self._parked = self._parked, []
+        for request in parked:
+            request.fail(StoreUnavailable("the store is closed"))
+        _settle(parked)
         if self._watch_task is not None:
             await cancel_and_wait(self._watch_task)
             self._watch_task = None
@@ -493,13 +554,13 @@ class SQLiteStore:
             new_jobs = {spec.id: new_job(spec, now) for spec in new_specs}
             return batch_entries(specs, answers, new_jobs)
 
-        entries = await self._write(insert, on_commit=self._wake_for)
+        entries = await self._write(insert, on_commit=self._wake_for, adds_work=_any_created)
         self._changed([e.job.id for e in entries if e.created])
         return entries
 
     def _wake_for(self, entries: list[Enqueued]) -> None:
         """Wake idle workers at the commit of new jobs, before the caller resumes."""
-        if any(e.created for e in entries):
+        if _any_created(entries):
             self._work_added_here = True
             self.hub.work_added()
 
@@ -568,7 +629,7 @@ class SQLiteStore:
                 f"job {job_id!r} is {status}; only failed or cancelled jobs retry", job_id
             )
 
-        job = await self._write(retry)
+        job = await self._write(retry, adds_work=lambda _: True)
         self._changed([job.id], work=True)
         return job
 
@@ -653,39 +714,68 @@ class SQLiteStore:
             )
             if runnable is None:
                 return []
-        sql = Q["claim"].format(
-            named_queues=", ".join(f":q{i}" for i in range(len(queues))),
-            named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
-        )
         seen = seen_due(self._seen, worker, lease_seconds)
+        claim = _claim_in(worker, queues, kinds, limit, lease_seconds, seen=seen)
 
-        def claim(conn: sqlite3.Connection) -> tuple[list[Job], list[str], bool]:
-            now = now_us()
-            args: dict[str, Any] = {
-                "worker": worker,
-                "now": now,
-                "lease": now + int(lease_seconds * MICROS),
-                "limit": limit,
-            }
-            args.update({f"q{i}": q for i, q in enumerate(queues)})
-            args.update({f"k{i}": k for i, k in enumerate(kinds)})
-            jobs = [job_from_values(r) for r in _plain_cursor(conn).execute(sql, args)]
-            if seen:
-                conn.execute(Q["seen_worker"], (worker, now, now))
+        def claim_and_record(conn: sqlite3.Connection) -> tuple[list[Job], list[str], bool]:
+            jobs = claim(conn)
             # The claim comes first: a run queued again by this batch is not taken back at
             # once, it stays visible as queued (to cancels, to other workers) until the next.
-            changed: list[str] = []
-            requeued = False
-            if done is not None:
-                changed, requeued = _record(conn, done, lines)
+            if done is None:
+                return jobs, [], False
+            changed, requeued = _record(conn, done, lines)
             return jobs, changed, requeued
 
-        jobs, changed, requeued = await self._write(claim)
+        jobs, changed, requeued = await self._write(claim_and_record)
         if done is not None:
             done.recorded = True
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
         self._changed([*changed, *(j.id for j in jobs)], work=requeued)
         return jobs
+
+    def park_claim(
+        self,
+        worker: str,
+        queues: Sequence[str],
+        kinds: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+    ) -> ParkedClaim | None:
+        """Park a claim on the writer thread: it runs in the transaction right after the
+        next commit of this process that makes jobs runnable (an enqueue, a retry), with no
+        turn of the event loop in between. An embedded worker (``jobdeck serve``) picks a
+        submitted job up one commit after it is stored, instead of after two thread hand-offs
+        and a claim of its own."""
+        if self._writer is None or limit <= 0 or not queues or not kinds:
+            return None
+        claim = _claim_in(worker, queues, kinds, limit, lease_seconds, seen=False)
+
+        def claim_now(conn: sqlite3.Connection) -> tuple[list[Job], float]:
+            asked_at = time.monotonic()
+            return claim(conn), asked_at
+
+        def claimed(result: tuple[list[Job], float]) -> None:
+            # As of this claim, what was runnable is taken: work committed later sets the
+            # flag again, and its commit hook runs after this one.
+            self.hub.work_available.clear()
+            self.hub.jobs_changed([job.id for job in result[0]])
+
+        request = _WriteRequest(claim_now, asyncio.get_running_loop(), claimed)
+        with self._pending_lock:
+            self._parked.append(request)
+        return _ParkedClaim(self, request)
+
+    @property
+    def parked_claims(self) -> int:
+        """How many claims are parked (:meth:`park_claim`), waiting for work."""
+        return len(self._parked)
+
+    def _withdraw(self, request: _WriteRequest) -> bool:
+        """Take a parked claim back, unless the writer has taken it to run."""
+        with self._pending_lock:
+            if request in self._parked:
+                self._parked.remove(request)
+                return True
+            return False
 
     async def next_due(self, queues: Sequence[str], kinds: Sequence[str]) -> int | None:
         sql = (
@@ -766,6 +856,63 @@ class SQLiteStore:
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+class _ParkedClaim:
+    """A claim parked with :meth:`SQLiteStore.park_claim`."""
+
+    __slots__ = ("_request", "_store")
+
+    def __init__(self, store: SQLiteStore, request: _WriteRequest) -> None:
+        self._store = store
+        self._request = request
+
+    def withdraw(self) -> bool:
+        return self._store._withdraw(self._request)
+
+    async def result(self) -> tuple[list[Job], float]:
+        return await self._request.future
+
+
+def _claim_in(
+    worker: str,
+    queues: Sequence[str],
+    kinds: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    *,
+    seen: bool,
+) -> Callable[[sqlite3.Connection], list[Job]]:
+    """The claim statement as a function of the write connection: up to ``limit`` jobs
+    leased to ``worker`` from the moment it runs, in claim order; the worker marked alive
+    when ``seen``."""
+    sql = Q["claim"].format(
+        named_queues=", ".join(f":q{i}" for i in range(len(queues))),
+        named_kinds=", ".join(f":k{i}" for i in range(len(kinds))),
+    )
+    names = {f"q{i}": q for i, q in enumerate(queues)}
+    names.update({f"k{i}": k for i, k in enumerate(kinds)})
+
+    def claim(conn: sqlite3.Connection) -> list[Job]:
+        now = now_us()
+        args: dict[str, Any] = {
+            "worker": worker,
+            "now": now,
+            "lease": now + int(lease_seconds * MICROS),
+            "limit": limit,
+            **names,
+        }
+        jobs = [job_from_values(r) for r in _plain_cursor(conn).execute(sql, args)]
+        if seen:
+            conn.execute(Q["seen_worker"], (worker, now, now))
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.id))
+        return jobs
+
+    return claim
+
+
+def _any_created(entries: list[Enqueued]) -> bool:
+    return any(entry.created for entry in entries)
 
 
 def _marks(n: int) -> str:
