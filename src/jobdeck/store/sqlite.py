@@ -871,7 +871,10 @@ class _ParkedClaim:
         return self._store._withdraw(self._request)
 
     async def result(self) -> tuple[list[Job], float]:
-        return await self._request.future
+        try:
+            return await self._request.future
+        except sqlite3.OperationalError as exc:  # not retried: the worker claims again itself
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
 
 
 def _claim_in(
