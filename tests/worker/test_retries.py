@@ -21,6 +21,9 @@ WaitFor = Callable[..., Awaitable[Any]]
 WaitStatus = Callable[..., Awaitable[Job]]
 
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+#: The lease of the timeout tests: far longer than their 0.1 s timeouts, so that a loaded
+#: machine's late start of a run cannot lose its lease before the timeout stops it.
+TIMEOUT_TEST_LEASE = 3.0
 
 
 async def test_task_failing_twice_then_succeeding(
@@ -140,10 +143,11 @@ async def test_retry_waits_for_the_backoff(
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 async def test_job_timeout_fails_after_retries(
-    deck: Deck, make_worker: WorkerFactory, wait_status: WaitStatus, asynchronous: bool
+    make_deck: DeckFactory, make_worker: WorkerFactory, wait_status: WaitStatus, asynchronous: bool
 ) -> None:
     """A job running past its own timeout is stopped and counts as a failure: with
     max_attempts=2 it ends failed with TimeoutError after two timed-out runs."""
+    deck = await make_deck(lease_seconds=TIMEOUT_TEST_LEASE)
     runs: list[int] = []
 
     if asynchronous:
@@ -179,10 +183,11 @@ async def test_job_timeout_fails_after_retries(
 
 
 async def test_sync_job_returning_after_its_timeout_fails(
-    deck: Deck, make_worker: WorkerFactory, wait_status: WaitStatus
+    make_deck: DeckFactory, make_worker: WorkerFactory, wait_status: WaitStatus
 ) -> None:
     """A sync task that does not stop at its timeout and returns afterwards still counts as
     timed out: each attempt fails with TimeoutError, the result is dropped, never succeeded."""
+    deck = await make_deck(lease_seconds=TIMEOUT_TEST_LEASE)
     runs: list[int] = []
 
     @deck.task
@@ -208,9 +213,10 @@ async def test_sync_job_returning_after_its_timeout_fails(
 
 
 async def test_kind_timeout_applies_to_its_jobs(
-    deck: Deck, make_worker: WorkerFactory, wait_status: WaitStatus
+    make_deck: DeckFactory, make_worker: WorkerFactory, wait_status: WaitStatus
 ) -> None:
     """@deck.task(timeout=...) gives the kind's jobs that timeout; they fail with TimeoutError."""
+    deck = await make_deck(lease_seconds=TIMEOUT_TEST_LEASE)
 
     @deck.task(timeout=0.1, max_attempts=1)
     async def sluggish() -> str:
