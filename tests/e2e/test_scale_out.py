@@ -41,6 +41,11 @@ GRACE_SECONDS = 2.0
 
 N_REQUESTS = 200
 N_SHORT_JOBS = 2000
+#: The step of half the short jobs (the others have none): 15 ms per run on average, over the
+#: 10 ms under which a worker claims ahead. A worker then holds no more jobs than its slots
+#: and the others take their share; claiming ahead, the first worker to see a batch could
+#: take all of it before the others' next poll.
+SHORT_STEP_SECONDS = 0.03
 BATCH_SIZE = 500
 #: Long jobs started for the cancel check; they stop once they ran in two worker processes.
 #: One more than a worker's slots: a worker that took them all has none left for the last.
@@ -358,7 +363,7 @@ def check_short_jobs_run_once(http: httpx.Client, cluster: Cluster) -> None:
         {
             "id": f"short-{i:04d}",
             "kind": "steps",
-            "params": {"n_steps": i % 2, "step_seconds": 0.001},
+            "params": {"n_steps": i % 2, "step_seconds": SHORT_STEP_SECONDS},
         }
         for i in range(N_SHORT_JOBS)
     ]
