@@ -504,7 +504,7 @@ class PostgresStore:
         try:
             inserted = await self._insert_new([submit.spec for submit in group])
         except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+            if not _statement_cancelled(exc):
                 raise
             inserted = {}
         except Exception as exc:
@@ -566,7 +566,7 @@ class PostgresStore:
         try:
             return list(await self._enqueue_group(group))
         except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, psycopg.errors.QueryCanceled):
+            if not _statement_cancelled(exc):
                 raise
             return await self._enqueue_each(group)
         except Exception as exc:
@@ -1128,6 +1128,12 @@ def _created(
     """The changes of an enqueue's transaction: the jobs it created (work added when any)."""
     created = [o.job.id for o in outcomes if isinstance(o, Enqueued) and o.created]
     return created, bool(created), False
+
+
+def _statement_cancelled(exc: StoreUnavailable) -> bool:
+    """Whether the server cancelled the statement (``statement_timeout``): the server is
+    there, and the writes can be tried another way."""
+    return isinstance(exc.__cause__, psycopg.errors.QueryCanceled)
 
 
 @functools.lru_cache(maxsize=64)

@@ -757,7 +757,7 @@ class SQLiteStore:
             # As of this claim, what was runnable is taken: work committed later sets the
             # flag again, and its commit hook runs after this one.
             self.hub.work_available.clear()
-            self.hub.jobs_changed([job.id for job in result[0]])
+            self._changed([job.id for job in result[0]])
 
         request = _WriteRequest(claim_now, asyncio.get_running_loop(), claimed)
         with self._pending_lock:
